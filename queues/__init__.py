@@ -1,0 +1,1 @@
+"""Class queues, ingress and the durable stores (SQLite and PostgreSQL)."""
