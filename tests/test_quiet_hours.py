@@ -111,24 +111,25 @@ def test_release_is_outside_quiet_hours_everywhere_and_never_early(
     def quiet_somewhere(t: dt.datetime) -> bool:
         return any(quiet.contains(t.astimezone(z).time()) for z in zones)
 
-    if release is None:
-        assert not quiet_somewhere(now)
-        return
-    assert now < release <= now + dt.timedelta(days=2, hours=1)
-    # The first zone (the fallback's choice) is always satisfied at release.
-    assert not quiet.contains(release.astimezone(zones[0]).time())
-    # Earliest: every minute before release, some zone is still in quiet hours ...
-    step = now
-    while step < release:
-        converged = not quiet_somewhere(release)
-        if converged:
-            assert quiet_somewhere(step)
-        else:
-            assert quiet.contains(step.astimezone(zones[0]).time())
-        step += dt.timedelta(minutes=7)
-    # ... and where it did not converge, the zones really never agree within two days.
-    if quiet_somewhere(release):
+    def zones_never_agree() -> bool:
         probe = now
         while probe < now + dt.timedelta(days=2):
-            assert quiet_somewhere(probe)
+            if not quiet_somewhere(probe):
+                return False
             probe += dt.timedelta(minutes=1)
+        return True
+
+    first_quiet = quiet.contains((release or now).astimezone(zones[0]).time())
+    assert not first_quiet, "the first zone (the fallback's choice) is always satisfied"
+    if release is None:
+        assert not quiet_somewhere(now) or zones_never_agree()
+        return
+    assert now < release <= now + dt.timedelta(days=2, hours=1)
+    if quiet_somewhere(release):
+        assert zones_never_agree()  # fell back to the first zone
+        return
+    # Earliest: at every step before release, some zone is still in quiet hours.
+    step = now
+    while step < release:
+        assert quiet_somewhere(step)
+        step += dt.timedelta(minutes=7)
