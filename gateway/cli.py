@@ -21,6 +21,33 @@ def _cmd_bench_codec(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_bench_binds(args: argparse.Namespace) -> int:
+    from benchmarks.binds import run
+
+    run(
+        binds=args.binds,
+        window=args.window,
+        rtt_ms=args.rtt_ms,
+        tps=args.tps,
+        seconds=args.seconds,
+        as_json=args.json,
+    )
+    return EXIT_OK
+
+
+def _cmd_bench_simulator(args: argparse.Namespace) -> int:
+    from benchmarks.simulator import run
+
+    run(messages=args.messages, as_json=args.json)
+    return EXIT_OK
+
+
+def _cmd_smsc_sim(args: argparse.Namespace) -> int:
+    from gateway.simulator import run_from_args
+
+    return run_from_args(args)
+
+
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from gateway.config import ConfigError, load_config
 
@@ -48,6 +75,26 @@ def build_parser() -> argparse.ArgumentParser:
     codec.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
     codec.add_argument("--json", action="store_true", help="also print one JSON line")
     codec.set_defaults(handler=_cmd_bench_codec)
+
+    binds = scenarios.add_parser("binds", help="submit throughput through the bind supervisor")
+    binds.add_argument("--binds", type=int, default=1, help="binds (connections)")
+    binds.add_argument("--window", type=int, default=100, help="outstanding submit_sm per bind")
+    binds.add_argument("--rtt-ms", type=float, default=0.0, help="simulated SMSC round trip")
+    binds.add_argument("--tps", type=float, default=None, help="per-bind TPS (default: none)")
+    binds.add_argument("--seconds", type=float, default=5.0, help="measurement time")
+    binds.add_argument("--json", action="store_true", help="also print one JSON line")
+    binds.set_defaults(handler=_cmd_bench_binds)
+
+    sim = scenarios.add_parser("simulator", help="SMSC simulator submit_sm rate per CPU second")
+    sim.add_argument("--messages", type=int, default=200_000, help="submit_sm to send")
+    sim.add_argument("--json", action="store_true", help="also print one JSON line")
+    sim.set_defaults(handler=_cmd_bench_simulator)
+
+    from gateway.simulator import add_arguments
+
+    smsc = commands.add_parser("smsc-sim", help="run the SMSC simulator")
+    add_arguments(smsc)
+    smsc.set_defaults(handler=_cmd_smsc_sim)
     return parser
 
 
