@@ -260,10 +260,9 @@ def choose_encoding(
     """Pick the encoding that sends ``text`` in the fewest parts.
 
     Candidates, in tie-break order: GSM default alphabet; GSM + Turkish single shift; Turkish
-    locking + single shift; UCS-2. The Turkish tables are tried only when the default alphabet
-    cannot carry the text, so a text it can carry never depends on a handset knowing the
-    national tables (150 × "€" would be cheaper with the locking shift table, but stays in the
-    default alphabet). Latin-1 is never chosen here (request it with :func:`encode_text`).
+    locking + single shift; UCS-2. A national table wins only when it saves a part, so text the
+    default alphabet carries in as many parts never depends on a handset knowing the national
+    tables. Latin-1 is never chosen here (request it with :func:`encode_text`).
 
     Args:
         text: the message.
@@ -276,12 +275,10 @@ def choose_encoding(
     method = SegmentationMethod(method)
     national_shift = NationalShift(national_shift)
     candidates = [TextEncoding.GSM7]
-    if not _CHARSETS[TextEncoding.GSM7].can_encode(text):
-        candidates = []
-        if national_shift is not NationalShift.NONE:
-            candidates.append(TextEncoding.GSM7_TR_SINGLE)
-        if national_shift is NationalShift.TURKISH:
-            candidates.append(TextEncoding.GSM7_TR_LOCKING)
+    if national_shift is not NationalShift.NONE:
+        candidates.append(TextEncoding.GSM7_TR_SINGLE)
+    if national_shift is NationalShift.TURKISH:
+        candidates.append(TextEncoding.GSM7_TR_LOCKING)
     candidates.append(TextEncoding.UCS2)
     best: EncodedText | None = None
     for encoding in candidates:

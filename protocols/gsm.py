@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from functools import cache
 from types import MappingProxyType
 
+from protocols.errors import LocalProtocolError
+
 __all__ = [
     "CR",
     "DEFAULT_ALPHABET",
@@ -130,12 +132,11 @@ SUPPORTED_LANGUAGES = frozenset(_LOCKING_TABLES) | frozenset(_SINGLE_SHIFT_TABLE
 """National language identifiers whose tables this module knows."""
 
 
-class LocalEncodingError(ValueError):
+class LocalEncodingError(LocalProtocolError, ValueError):
     """Base of the errors the text modules (gsm, userdata, encoding, segmentation) raise when
     the caller asks for something impossible: the "we misused the API" side.
 
-    It stands in for ``protocols.errors.LocalProtocolError``, which did not exist yet when this
-    was written; once it does, this class should derive from it as well.
+    It is also a ``ValueError`` so callers validating user text can catch it as one.
     """
 
 

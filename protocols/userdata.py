@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from protocols.errors import RemoteProtocolError
 from protocols.gsm import ESCAPE
 
 __all__ = [
@@ -59,19 +60,14 @@ MAX_PARTS = 255
 _ESME_RX_P_APPN = 0x65
 
 
-class MalformedUserDataError(ValueError):
+class MalformedUserDataError(RemoteProtocolError, ValueError):
     """The peer sent user data that does not parse (TS 23.040 §9.2.3.24).
 
-    Attributes:
-        command_status: what to answer the deliver_sm with (ESME_RX_P_APPN).
-
-    A stand-in for a ``protocols.errors.RemoteProtocolError`` subclass (that module did not
-    exist yet when this was written); it carries the same ``command_status`` attribute.
+    ``command_status`` is what to answer the deliver_sm with (ESME_RX_P_APPN).
     """
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.command_status = _ESME_RX_P_APPN
+        super().__init__(message, command_status=_ESME_RX_P_APPN)
 
 
 class SegmentationMethod(StrEnum):

@@ -95,12 +95,17 @@ def test_otp_without_national_shift_goes_ucs2() -> None:
     assert encoded.national_ies == ()
 
 
-def test_default_alphabet_text_never_gets_national_ies() -> None:
+def test_national_table_chosen_for_default_text_only_when_it_saves_a_part() -> None:
     # 150 "€" are 300 septets in the default alphabet (2 parts) but 150 with the Turkish locking
-    # table (1 part). The text does not need Turkish, so the default alphabet is kept.
+    # table, where € is a single septet (1 part of 152): fewest parts wins.
     encoded = choose_encoding("€" * 150)
+    assert encoded.encoding is TextEncoding.GSM7_TR_LOCKING
+    assert encoded.parts == 1
+    # The same characters in a text that fits either way keep the default alphabet.
+    encoded = choose_encoding("€" * 20)
     assert encoded.encoding is TextEncoding.GSM7
-    assert encoded.parts == 2
+    assert encoded.national_ies == ()
+    assert choose_encoding("€" * 150, national_shift="none").parts == 2
 
 
 def test_locking_shift_wins_when_it_saves_a_part() -> None:
