@@ -12,11 +12,13 @@ import argparse
 import itertools
 import json
 import os
+import select
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -738,31 +740,54 @@ def test_settings_validation_and_parsing() -> None:
         parser.parse_args(["--early-receipts=2"])
 
 
+class _Lines:
+    """Lines of a child's stdout, each read with a deadline (a hung child fails the test)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], timeout: float = TIMEOUT) -> None:
+        assert proc.stdout is not None
+        self.fd = proc.stdout.fileno()
+        self.buffer = b""
+        self.deadline = time.monotonic() + timeout
+
+    def readline(self) -> str:
+        while b"\n" not in self.buffer:
+            remaining = self.deadline - time.monotonic()
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, remaining))
+            if not ready:
+                raise AssertionError("the simulator process printed nothing in time")
+            data = os.read(self.fd, 4096)
+            if not data:
+                raise AssertionError(f"the simulator process ended: {self.buffer!r}")
+            self.buffer += data
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode()
+
+
 def test_the_process_prints_counters_on_sigusr1_and_stops_cleanly_on_sigterm() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.simulator", "--port=0", "--account=ulak:secret"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
-        text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
+        lines = _Lines(proc)
+        line = lines.readline()
         assert line.startswith("ulak smsc-sim listening on 127.0.0.1:")
         port = int(line.rsplit(":", 1)[1])
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
             sock.sendall(encode(BindTransmitter(system_id="ulak", password="secret"), 1))
-            assert struct.unpack(">IIII", sock.recv(16))[2] == 0
+            header = sock.recv(16, socket.MSG_WAITALL)
+            assert struct.unpack(">IIII", header)[2] == 0
         proc.send_signal(signal.SIGUSR1)
         counters: dict[str, str] = {}
-        while "log_records" not in counters:
-            name, _, value = proc.stdout.readline().partition(": ")
+        while "receipt_states" not in counters:  # the last counter printed
+            name, _, value = lines.readline().partition(": ")
             counters[name] = value.strip()
         assert counters["binds"] == "1"
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
-        assert "stopping: binds=" in proc.stdout.read()
+        assert lines.readline().startswith("stopping: binds=")
+        assert proc.wait(timeout=TIMEOUT) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -800,7 +825,9 @@ def _smpplib_exchange(port: int) -> tuple[str, str, str]:
             short_message=b"hello from smpplib",
             registered_delivery=True,
         )
+        deadline = time.monotonic() + TIMEOUT
         while not (sent and receipts):
+            assert time.monotonic() < deadline, "no resp and receipt from the simulator"
             client.read_once()
         client.unbind()
     finally:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from gateway.ratelimit import TokenBucket
-from protocols.constants import CommandStatus
+from protocols.constants import CommandId, CommandStatus
 from protocols.pdu import (
     NO_TLVS,
     BindReceiver,
@@ -91,8 +91,8 @@ _DRAIN_TIMEOUT_S: Final = 5.0  # how long a closing connection may take to flush
 _REDELIVERY_DELAY_S: Final = 1.0  # after a temporary deliver_sm_resp error
 _SMSC_SYSTEM_ID: Final = "ULAKSIM"
 _HEADER: Final = struct.Struct(">II")  # command_length, command_id
-_ENQUIRE_LINK: Final = 0x00000015
-_ENQUIRE_LINK_RESP: Final = 0x80000015
+_ENQUIRE_LINK: Final = int(CommandId.ENQUIRE_LINK)
+_ENQUIRE_LINK_RESP: Final = int(CommandId.ENQUIRE_LINK_RESP)
 
 _RECEIVING: Final = frozenset({SessionState.BOUND_RX, SessionState.BOUND_TRX})
 _BIND_MODES: Final = {
@@ -108,10 +108,10 @@ _BIND_RESPONSES: Final[
     BindTransceiver: BindTransceiverResp,
 }
 # Requests the simulator does not implement, and the failure each gets (SMPP 3.4 §5.1.3).
-_UNSUPPORTED_STATUS: Final = {
-    0x00000003: CommandStatus.ESME_RQUERYFAIL,  # query_sm
-    0x00000008: CommandStatus.ESME_RCANCELFAIL,  # cancel_sm
-    0x00000007: CommandStatus.ESME_RREPLACEFAIL,  # replace_sm
+_UNSUPPORTED_STATUS: Final[dict[int, CommandStatus]] = {
+    CommandId.QUERY_SM: CommandStatus.ESME_RQUERYFAIL,
+    CommandId.CANCEL_SM: CommandStatus.ESME_RCANCELFAIL,
+    CommandId.REPLACE_SM: CommandStatus.ESME_RREPLACEFAIL,
 }
 # deliver_sm_resp statuses that mean "try again later" rather than "never".
 _TEMPORARY: Final = frozenset(

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 
 import trio
 
+from protocols.constants import CommandStatus
+
 from ._connection import SmscConnection
 from ._log import SubmitLog, SubmitRecord
 from ._receipts import PendingReceipt
@@ -108,13 +110,13 @@ class SimulatorHandle:
         """The bind response status for these credentials (0 = accept)."""
         expected = self.settings.accounts.get(system_id)
         if expected is None:
-            return 0x0F  # ESME_RINVSYSID
+            return CommandStatus.ESME_RINVSYSID
         if password != expected:
-            return 0x0E  # ESME_RINVPASWD
+            return CommandStatus.ESME_RINVPASWD
         if len(self._bound[system_id]) >= self.settings.max_binds_per_account:
             # Operators answer an extra bind with ESME_RALYBND (PROTOCOL-NOTES, Sessions).
-            return 0x05
-        return 0
+            return CommandStatus.ESME_RALYBND
+        return CommandStatus.ESME_ROK
 
     def register_bind(self, conn: SmscConnection, mode: str) -> BindStats:
         bind = BindStats(connection_id=conn.connection_id, system_id=conn.system_id, mode=mode)

@@ -111,6 +111,9 @@ class SimulatorSettings:
         if self.receipt_id_format not in ("hex", "decimal"):
             raise ValueError("receipt_id_format must be 'hex' or 'decimal'")
         _check_mix(self.receipt_mix)
+        for mo in self.mo_messages:
+            if mo.system_id is not None and mo.system_id not in self.accounts:
+                raise ValueError(f"MO message for unknown account {mo.system_id!r}")
 
     @property
     def effective_tps_burst(self) -> float:
