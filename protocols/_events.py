@@ -282,4 +282,5 @@ class ConnectionClosed(Event):
     """``(sequence_number, request)`` for each of our requests still outstanding, oldest first:
     they will never be answered on this connection."""
     clean: bool
-    """True when the session had unbound (``CLOSED``) before the transport closed."""
+    """True when the session had unbound (``CLOSED``) before the transport closed and no
+    partial PDU was left in the buffer."""

@@ -217,7 +217,8 @@ def _index() -> dict[tuple[Role, SessionState, Direction], Mapping[int, Transiti
     for (role, state, direction, command_id), transition in TRANSITIONS.items():
         # Plain int keys: the session looks PDUs up by their wire command_id.
         index[role, state, direction][int(command_id)] = transition
-    return {key: MappingProxyType(value) for key, value in index.items()}
+    # Plain dicts (typed read-only): the session does one lookup per PDU in them.
+    return dict(index)
 
 
 _INDEX: Final = _index()

@@ -19,7 +19,9 @@ Who writes the automatic answers
     them with ``data_to_send()`` after ``next_event()`` / ``handle_timers()``. ``send()``
     returns any queued bytes ahead of its own PDU, so bytes always leave in the order the
     session produced them, whichever call the I/O layer drains them through. Events still say
-    what happened (:class:`PduRejected`, :class:`MalformedPdu`, ...).
+    what happened (:class:`PduRejected`, :class:`MalformedPdu`, ...). The one event ``send()``
+    can cause (:class:`Unbound`, when the application's last owed answer releases the
+    ``unbind_resp``) comes out of the next ``next_event()`` call.
 
 Unbind and drain (SMPP 3.4 §4.2)
     After ``send(Unbind())`` no new request may be sent (``LocalProtocolError``); responses to
@@ -83,7 +85,16 @@ from ._state import (
 )
 from .constants import RESPONSE_BIT, CommandId
 from .errors import LocalProtocolError, RemoteProtocolError
-from .pdu import EnquireLink, EnquireLinkResp, GenericNack, Pdu, PduReader, UnbindResp, encode
+from .pdu import (
+    DEFAULT_MAX_COMMAND_LENGTH,
+    EnquireLink,
+    EnquireLinkResp,
+    GenericNack,
+    Pdu,
+    PduReader,
+    UnbindResp,
+    encode,
+)
 from .pdu import response_for as _response_for
 
 __all__ = [
@@ -160,7 +171,7 @@ class SessionConfig:
     inactivity_timeout: float | None = 120.0
     """Report :class:`InactivityTimeout` after this many seconds without receiving anything, in
     any state; ``None`` disables it."""
-    max_command_length: int = 65536 + 1024
+    max_command_length: int = DEFAULT_MAX_COMMAND_LENGTH
     """Largest ``command_length`` accepted from the peer; a larger one is a framing error."""
 
     def __post_init__(self) -> None:
@@ -215,8 +226,7 @@ class Session:
         self._outstanding: dict[int, tuple[Pdu, float]] = {}
         self._exempt = 0  # entries not counted in the window: our enquire_link, unbind
         self._next_seq = first_sequence_number
-        self.last_sequence_number = 0
-        """The sequence number assigned by the latest ``send()`` of a request."""
+        self._last_seq = 0
         self._owed: set[int] = set()  # sequence numbers of peer requests we have not answered
         self._peer_unbind: Pdu | None = None  # the peer's unbind, until we answer it
 
@@ -248,6 +258,11 @@ class Session:
     def state(self) -> SessionState:
         """The current bind state."""
         return self._state
+
+    @property
+    def last_sequence_number(self) -> int:
+        """The sequence number assigned by the latest ``send()`` of a request (0 before any)."""
+        return self._last_seq
 
     @property
     def in_flight(self) -> int:
@@ -311,7 +326,7 @@ class Session:
         seq = self._free_sequence_number()
         data = encode(pdu, seq)  # may raise; nothing has changed yet
         self._next_seq = seq + 1 if seq < MAX_SEQUENCE_NUMBER else 1
-        self.last_sequence_number = seq
+        self._last_seq = seq
         if tracked:
             outstanding[seq] = (pdu, now)
             if exempt:
@@ -424,13 +439,8 @@ class Session:
         transition = self._recv_table.get(command_id)
         if transition is None:
             status = rejection_status(self._role, self._state, command_id)
-            if command_id in _NO_RESPONSE:
-                answer: Pdu = GenericNack(
-                    sequence_number=pdu.sequence_number, command_status=status
-                )
-            else:
-                answer = _response_for(pdu, status)
-            self._out.append(encode(answer))
+            # Its *_resp, or generic_nack for outbind / alert_notification (§4.3.1).
+            self._out.append(encode(_response_for(pdu, status)))
             logger.debug("rejected %s in %s with status %#x", pdu, self._state.name, status)
             return PduRejected(pdu, status)
         if command_id == _ENQUIRE_LINK:
@@ -521,7 +531,7 @@ class Session:
 
     def _on_undecodable(self, exc: RemoteProtocolError) -> Event:
         answer = GenericNack(sequence_number=exc.sequence_number, command_status=exc.command_status)
-        if self._reader_is_broken(exc):
+        if self._reader.broken:
             # §3.2: the length cannot be trusted, so neither can anything after it.
             self._out.append(encode(answer))
             self._set_state(SessionState.ERROR)
@@ -534,11 +544,9 @@ class Session:
         logger.debug("malformed PDU (answered=%s): %s", answered, exc)
         return MalformedPdu(exc, answered)
 
-    def _reader_is_broken(self, exc: RemoteProtocolError) -> bool:
-        return bool(getattr(self._reader, "broken", False))
-
     def _on_eof(self) -> Event:
-        clean = self._state is SessionState.CLOSED
+        # Clean: unbound first, and no partial PDU cut off by the close.
+        clean = self._state is SessionState.CLOSED and not self._reader.buffered
         unanswered = self._abandon()
         self._set_state(SessionState.CLOSED)
         self._terminal = ConnectionClosed(unanswered, clean)

@@ -228,6 +228,18 @@ def session_in(role: Role, state: SessionState, config: SessionConfig = CONFIG) 
 
 
 ALL_STATES = list(S)
+
+
+def received(events: list[Event]) -> list[Pdu]:
+    """The requests in a list of events."""
+    return [e.pdu for e in events if isinstance(e, RequestReceived)]
+
+
+def state_of(session: Session) -> SessionState:
+    """``session.state``, unnarrowed: mypy keeps a property's narrowed type across calls."""
+    return session.state
+
+
 ROLES = list(Role)
 
 
@@ -253,15 +265,14 @@ def test_receive_request(role: Role, state: SessionState, command_id: CommandId)
             assert events == []
             assert decode(out) == EnquireLinkResp(sequence_number=77)
             return
-        expected: type[Event] = {
+        expected: Callable[[Pdu], Event] = {
             C.BIND_TRANSMITTER: BindRequested,
             C.BIND_RECEIVER: BindRequested,
             C.BIND_TRANSCEIVER: BindRequested,
             C.OUTBIND: OutbindReceived,
             C.UNBIND: UnbindRequested,
         }.get(command_id, RequestReceived)
-        assert type(events[0]) is expected
-        assert events[0] == expected(decoded)  # type: ignore[call-arg]
+        assert events[0] == expected(decoded)
         if command_id is C.UNBIND and state is not S.UNBIND_RECEIVED:
             # Nothing to drain: answered at once.
             assert decode(out) == UnbindResp(sequence_number=77)
@@ -319,7 +330,7 @@ def test_send_response(role: Role, state: SessionState, command_id: CommandId) -
 
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda r: r.name)
-@pytest.mark.parametrize("state", sorted(LIVE, key=lambda s: s.value), ids=lambda s: s.name)
+@pytest.mark.parametrize("state", [s for s in S if s is not S.ERROR], ids=lambda s: s.name)
 @pytest.mark.parametrize("command_id", list(RESPONSES), ids=lambda c: c.name)
 def test_unknown_response_is_an_event(
     role: Role, state: SessionState, command_id: CommandId
@@ -342,17 +353,17 @@ def test_bind_success(binding: SessionState) -> None:
     pair = SessionPair(CONFIG)
     request = bind_cls(system_id="ulak", password="secret")
     pair.send(pair.esme, request)
-    assert pair.esme.state is binding
+    assert state_of(pair.esme) is binding
     _, smsc_events = pair.flush()
-    assert pair.smsc.state is binding
+    assert state_of(pair.smsc) is binding
     (event,) = smsc_events
     assert isinstance(event, BindRequested)
-    assert event.pdu.system_id == "ulak"  # type: ignore[attr-defined]
-    assert event.pdu.password == "secret"  # type: ignore[attr-defined]
+    assert isinstance(event.pdu, bind_cls)
+    assert (event.pdu.system_id, event.pdu.password) == ("ulak", "secret")
     pair.send(pair.smsc, resp_cls(sequence_number=event.pdu.sequence_number, system_id="SIM"))
-    assert pair.smsc.state is bound
+    assert state_of(pair.smsc) is bound
     esme_events, _ = pair.flush()
-    assert pair.esme.state is bound
+    assert state_of(pair.esme) is bound
     assert len(esme_events) == 2
     assert isinstance(esme_events[0], ResponseReceived)
     assert esme_events[0].request is request
@@ -367,8 +378,8 @@ def test_bind_success(binding: SessionState) -> None:
 def test_bind_failure_surfaces_the_status(status: CommandStatus) -> None:
     pair = SessionPair(CONFIG)
     esme_events, _ = pair.bind(status=status)
-    assert pair.esme.state is S.OPEN
-    assert pair.smsc.state is S.OPEN
+    assert state_of(pair.esme) is S.OPEN
+    assert state_of(pair.smsc) is S.OPEN
     response, failed = esme_events
     assert isinstance(response, ResponseReceived)
     assert not response.ok
@@ -376,8 +387,8 @@ def test_bind_failure_surfaces_the_status(status: CommandStatus) -> None:
     assert failed.command_status == status
     # Binding again is allowed after a refusal.
     _esme_events, _ = pair.bind()
-    assert pair.esme.state is S.BOUND_TRX
-    assert pair.smsc.state is S.BOUND_TRX
+    assert state_of(pair.esme) is S.BOUND_TRX
+    assert state_of(pair.smsc) is S.BOUND_TRX
 
 
 def test_bind_answered_by_generic_nack_fails() -> None:
@@ -428,11 +439,11 @@ def test_outbind_then_bind_receiver() -> None:
     esme_events, _ = pair.flush()
     assert len(esme_events) == 1
     assert isinstance(esme_events[0], OutbindReceived)
-    assert pair.esme.state is S.OPEN
+    assert state_of(pair.esme) is S.OPEN
     assert pair.esme.data_to_send() == b""  # outbind has no response
     pair.bind(BindReceiver(system_id="ulak"))
-    assert pair.esme.state is S.BOUND_RX
-    assert pair.smsc.state is S.BOUND_RX
+    assert state_of(pair.esme) is S.BOUND_RX
+    assert state_of(pair.smsc) is S.BOUND_RX
 
 
 # --- window and sequence numbers --------------------------------------------------------------
@@ -700,20 +711,21 @@ def test_unbind_drain_esme_initiated() -> None:
         pair.send(pair.esme, request)
     unbind = Unbind()
     pair.send(pair.esme, unbind)
-    assert pair.esme.state is S.UNBIND_SENT
+    assert state_of(pair.esme) is S.UNBIND_SENT
     with pytest.raises(LocalProtocolError):
         pair.send(pair.esme, SubmitSm())
     _, smsc_events = pair.flush()
     assert [type(e) for e in smsc_events] == [RequestReceived, RequestReceived, UnbindRequested]
-    assert pair.smsc.state is S.UNBIND_RECEIVED
+    assert state_of(pair.smsc) is S.UNBIND_RECEIVED
     with pytest.raises(LocalProtocolError):
         pair.send(pair.smsc, DeliverSm())
     # The SMSC answers what it owes; the last answer releases the unbind_resp.
-    pair.send(pair.smsc, response_for(smsc_events[0].pdu))  # type: ignore[attr-defined]
-    assert pair.smsc.state is S.UNBIND_RECEIVED
-    data = pair.smsc.send(response_for(smsc_events[1].pdu), 0.0)  # type: ignore[attr-defined]
+    first, second = received(smsc_events)
+    pair.send(pair.smsc, response_for(first))
+    assert state_of(pair.smsc) is S.UNBIND_RECEIVED
+    data = pair.smsc.send(response_for(second), 0.0)
     pair.wire[ESME] += data
-    assert pair.smsc.state is S.CLOSED
+    assert state_of(pair.smsc) is S.CLOSED
     assert drain(pair.smsc) == [Unbound(by_peer=True)]
     esme_events, _ = pair.flush()
     assert [type(e) for e in esme_events] == [
@@ -722,9 +734,12 @@ def test_unbind_drain_esme_initiated() -> None:
         ResponseReceived,
         Unbound,
     ]
-    assert [e.request for e in esme_events[:3]] == [*requests, unbind]  # type: ignore[attr-defined]
+    assert [e.request for e in esme_events[:3] if isinstance(e, ResponseReceived)] == [
+        *requests,
+        unbind,
+    ]
     assert esme_events[3] == Unbound(by_peer=False)
-    assert pair.esme.state is S.CLOSED
+    assert state_of(pair.esme) is S.CLOSED
 
 
 def test_unbind_drain_smsc_initiated() -> None:
@@ -737,16 +752,16 @@ def test_unbind_drain_smsc_initiated() -> None:
     pair.send(pair.smsc, Unbind())
     esme_events, _ = pair.flush()
     assert [type(e) for e in esme_events] == [RequestReceived, UnbindRequested]
-    assert pair.esme.state is S.UNBIND_RECEIVED
+    assert state_of(pair.esme) is S.UNBIND_RECEIVED
     # The ESME still waits for its submit_sm_resp and owes a deliver_sm_resp.
-    pair.send(pair.esme, response_for(esme_events[0].pdu))  # type: ignore[attr-defined]
-    assert pair.esme.state is S.UNBIND_RECEIVED
-    pair.send(pair.smsc, response_for(smsc_events[0].pdu))  # type: ignore[attr-defined]
+    pair.send(pair.esme, response_for(received(esme_events)[0]))
+    assert state_of(pair.esme) is S.UNBIND_RECEIVED
+    pair.send(pair.smsc, response_for(received(smsc_events)[0]))
     esme_events, smsc_events = pair.flush()
     assert [type(e) for e in esme_events] == [ResponseReceived, Unbound]
     assert [type(e) for e in smsc_events] == [ResponseReceived, ResponseReceived, Unbound]
-    assert pair.esme.state is S.CLOSED
-    assert pair.smsc.state is S.CLOSED
+    assert state_of(pair.esme) is S.CLOSED
+    assert state_of(pair.smsc) is S.CLOSED
 
 
 def test_request_crossing_an_unbind_gets_rinvbndsts() -> None:
@@ -774,11 +789,11 @@ def test_unbind_drain_ends_on_response_timeout() -> None:
     pair.send(pair.smsc, Unbind())
     esme_events, _ = pair.flush()
     assert [type(e) for e in esme_events] == [UnbindRequested]
-    assert pair.esme.state is S.UNBIND_RECEIVED
+    assert state_of(pair.esme) is S.UNBIND_RECEIVED
     esme_events, smsc_events = pair.advance(2.0)
     assert [type(e) for e in esme_events] == [ResponseTimeout, Unbound]
     assert [type(e) for e in smsc_events] == [ResponseReceived, Unbound]
-    assert pair.smsc.state is S.CLOSED
+    assert state_of(pair.smsc) is S.CLOSED
 
 
 def test_requests_after_unbind_are_rejected() -> None:
@@ -803,8 +818,8 @@ def test_unbind_collision_closes_both() -> None:
     for events in (esme_events, smsc_events):
         assert [type(e) for e in events] == [UnbindRequested, ResponseReceived, Unbound]
         assert events[-1] == Unbound(by_peer=False)
-    assert pair.esme.state is S.CLOSED
-    assert pair.smsc.state is S.CLOSED
+    assert state_of(pair.esme) is S.CLOSED
+    assert state_of(pair.smsc) is S.CLOSED
 
 
 def test_unbind_response_cannot_be_sent_unasked() -> None:
