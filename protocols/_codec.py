@@ -43,6 +43,11 @@ _RINVCMDLEN: Final = int(CommandStatus.ESME_RINVCMDLEN)
 _RINVMSGLEN: Final = int(CommandStatus.ESME_RINVMSGLEN)
 
 
+#: command_id -> decoder ``(data, sequence_number, command_status) -> Pdu``, filled by
+#: :mod:`protocols.pdu`; the reader and ``decode`` share it.
+DECODERS: Final[dict[int, Callable[[bytes, int, int], Any]]] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class Field:
     """One body field: its spec name, kind, maximum size and the status for a bad value."""
@@ -61,6 +66,29 @@ def error(message: str, status: int, sequence_number: int, command_id: int) -> R
     )
 
 
+def framing_error(message: str) -> RemoteProtocolError:
+    """A bad command_length: the header cannot be trusted, so sequence_number 0 (§3.2)."""
+    return RemoteProtocolError(message, command_status=_RINVCMDLEN)
+
+
+def check_command_length(length: int, maximum: int) -> None:
+    """Raise the framing error for a command_length below the header or above ``maximum``."""
+    if length < 16:
+        raise framing_error(f"command_length {length} is below the 16-octet header")
+    if length > maximum:
+        raise framing_error(f"command_length {length} is above the limit {maximum}")
+
+
+def unknown_command(command_id: int, seq: int) -> RemoteProtocolError:
+    """ESME_RINVCMDID for a command_id SMPP 3.4 does not define (§5.1.2.1)."""
+    return RemoteProtocolError(
+        f"unknown command_id 0x{command_id:08X}",
+        command_status=CommandStatus.ESME_RINVCMDID,
+        sequence_number=seq,
+        command_id=command_id,
+    )
+
+
 def cstr_error(
     name: str, size: int, status: int, pos: int, end: int, sequence_number: int, command_id: int
 ) -> RemoteProtocolError:
@@ -70,7 +98,9 @@ def cstr_error(
     ESME_RINVCMDLEN); otherwise the field itself is too long and gets its own status.
     """
     if end - pos < size:
-        return error(f"{name} runs past the end of the PDU", _RINVCMDLEN, sequence_number, command_id)
+        return error(
+            f"{name} runs past the end of the PDU", _RINVCMDLEN, sequence_number, command_id
+        )
     return error(f"{name} longer than {size - 1} octets", status, sequence_number, command_id)
 
 
@@ -171,7 +201,9 @@ def _careful_source(layout: tuple[Field, ...], lenient_empty: bool | str) -> str
         # Fixed-size fields are read without bounds checks: in CPython 3.11 a try block costs
         # nothing until it raises, and an IndexError here means the body was cut short.
         lines += ["    try:", *body, "    except IndexError:"]
-        lines.append(f"        raise error('PDU body cut short', {_RINVCMDLEN}, seq, CID) from None")
+        lines.append(
+            f"        raise error('PDU body cut short', {_RINVCMDLEN}, seq, CID) from None"
+        )
     if not has_tlvs:
         lines += [
             "    if pos != end:",
@@ -220,7 +252,11 @@ def _fast_source(layout: tuple[Field, ...], lenient_empty: bool | str) -> str | 
         return None
     lines = ["def decode(data, seq, status):", "    end = len(data)"]
     lines += _lenient_lines(lenient_empty)
-    lines += ["    m = RX.match(data, 16)", "    if m is None:", "        return careful(data, seq, status)"]
+    lines += [
+        "    m = RX.match(data, 16)",
+        "    if m is None:",
+        "        return careful(data, seq, status)",
+    ]
     groups: list[str] = []  # the variable each regex group goes to
     unpack: list[str] = []  # "a, b = g1" lines
     strings: list[str] = []
@@ -269,48 +305,69 @@ def _fast_source(layout: tuple[Field, ...], lenient_empty: bool | str) -> str | 
     return "\n".join(lines + _build_lines(layout)) + "\n"
 
 
-def _encoder_source(layout: tuple[Field, ...]) -> tuple[str, bytes]:
-    fmt = b""
+def _encoder_source(layout: tuple[Field, ...]) -> tuple[str, bytes | str]:
+    """``encode(p, seq)``: one %-format for the body, then the header in front.
+
+    When no octet string sits between C-octet strings (every layout but submit_multi's), the
+    fixed fields are formatted as latin-1 text and encoded once: one ``str.encode`` call
+    instead of one per C-octet string. ``%c`` of an int is that character, i.e. that octet.
+    """
+    as_text = not any(f.kind in (DESTS, UNSUCC) for f in layout)
+    fmt = ""
     args: list[str] = []
     pre: list[str] = []
+    after = ""
     tlvs = False
     for f in layout:
         if f.kind in (CSTR, TIME):
-            fmt += b"%s\0"
-            args.append(f"p.{f.name}.encode('latin-1')")
+            fmt += "%s\0"
+            args.append(f"p.{f.name}" if as_text else f"p.{f.name}.encode('latin-1')")
         elif f.kind == U8:
-            fmt += b"%c"
+            fmt += "%c"
             args.append(f"p.{f.name}")
         elif f.kind == SM:
             pre.append(f"    sm = p.{f.name}")
-            fmt += b"%c%s"
-            args += ["len(sm)", "sm"]
+            fmt += "%c"
+            args.append("len(sm)")
+            if as_text:
+                after = " + sm"
+            else:
+                fmt += "%s"
+                args.append("sm")
         elif f.kind in (DESTS, UNSUCC):
-            fmt += b"%s"
+            fmt += "%s"
             args.append(f"{f.kind}(p.{f.name})")
         else:
             tlvs = True
-    lines = ["def encode(p, seq):", *pre]
-    if args:
-        lines.append(f"    body = FMT % ({', '.join(args)},)")
-    else:
-        lines.append("    body = b''")
     if tlvs:
-        lines += ["    t = p.tlvs", "    if t is not NO_TLVS:", "        body += tlvs(t)"]
+        # Tlvs keeps its own encoding (see protocols.tlv).
+        after += " + p.tlvs._wire"
+    lines = ["def encode(p, seq):", *pre]
+    if not args:
+        lines.append(f"    body = b''{after}")
+    elif as_text:
+        lines.append(f"    body = (FMT % ({', '.join(args)},)).encode('latin-1'){after}")
+    else:
+        lines.append(f"    body = FMT % ({', '.join(args)},){after}")
     lines.append("    return pack(16 + len(body), CID, p.command_status, seq) + body")
-    return "\n".join(lines) + "\n", fmt
+    return "\n".join(lines) + "\n", fmt if as_text else fmt.encode("latin-1")
 
 
 def _init_source(layout: tuple[Field, ...], defaults: dict[str, object]) -> str:
     params = ["sequence_number=0", "command_status=0"]
     params += [f"{f.name}={f.name}_default" for f in layout]
     # One short-circuit expression: true as soon as a value cannot be encoded. A wrong type
-    # (None, a float, bytes for str) raises TypeError in it, which counts as bad too.
-    checks = ["sequence_number & -4294967296", "command_status & -4294967296"]
+    # (None, a float, bytes for str) raises TypeError in it, which counts as bad too. The
+    # 1-octet fields are OR-ed together and tested once: any bit above 0xFF (or a negative
+    # value) survives the OR.
+    octets = [f.name for f in layout if f.kind == U8 and f.maximum == 255]
+    checks = ["(sequence_number | command_status) & -4294967296"]
+    if octets:
+        checks.append(f"({' | '.join(octets)}) & -256")
     for f in layout:
         n = f.name
-        if f.kind == U8:
-            checks.append(f"{n} & -256" if f.maximum == 255 else f"not 0 <= {n} <= {f.maximum}")
+        if f.kind == U8 and f.maximum < 255:
+            checks.append(f"not 0 <= {n} <= {f.maximum}")
         elif f.kind == CSTR:
             checks.append(f"len({n}) > {f.size - 1} or '\\0' in {n}")
         elif f.kind == TIME:
@@ -319,7 +376,7 @@ def _init_source(layout: tuple[Field, ...], defaults: dict[str, object]) -> str:
             checks.append(f"{n}.__class__ is not bytes or len({n}) > {MAX_SM_LENGTH}")
         elif f.kind == TLVS:
             checks.append(f"{n}.__class__ is not Tlvs")
-        else:
+        elif f.kind in (DESTS, UNSUCC):
             checks.append(f"bad_{f.kind}({n})")
     names = ["sequence_number", "command_status", *(f.name for f in layout)]
     lines = [
@@ -403,9 +460,8 @@ def generate(
     """Build the decoder, encoder and ``__init__`` of ``cls`` from ``layout``.
 
     ``lenient_empty`` is True to decode an empty body of a failed response to the defaults,
-    ``"always"`` to do so whatever the status. ``helpers`` supplies ``dests``/``unsucc`` (decode and encode of the submit_multi lists),
-    ``bad_dests``/``bad_unsucc`` (their checks), ``tlvs_decode``/``tlvs_encode``, ``NO_TLVS``
-    and ``Tlvs``.
+    ``"always"`` to do so whatever the status. ``helpers`` supplies the submit_multi list
+    codecs (``dests_*``, ``unsucc_*``, ``bad_*``), ``tlvs_decode``, ``NO_TLVS`` and ``Tlvs``.
     """
     setters = {
         f"s_{name}": getattr(cls, name).__set__
@@ -446,7 +502,6 @@ def generate(
         **base,
         "FMT": fmt,
         "pack": HEADER.pack,
-        "tlvs": helpers["tlvs_encode"],
         "dests": helpers["dests_encode"],
         "unsucc": helpers["unsucc_encode"],
     }

@@ -14,14 +14,17 @@ from the layouts at the bottom of this module.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar, Final
 
-from . import _codec
+from . import _codec, _multi
 from ._codec import CSTR, DESTS, SM, TIME, TLVS, U8, UNSUCC, Field
+from ._multi import DistributionList, SmeAddress, UnsuccessSme
+from ._reader import DEFAULT_MAX_COMMAND_LENGTH, PduReader
 from .constants import RESPONSE_BIT, CommandId, CommandStatus
 from .errors import LocalProtocolError, RemoteProtocolError
-from .tlv import NO_TLVS, Tlvs, decode_tlvs, encode_tlvs
+from .tlv import NO_TLVS, Tlvs, decode_tlvs
 
 __all__ = [
     "DEFAULT_MAX_COMMAND_LENGTH",
@@ -66,7 +69,6 @@ __all__ = [
 ]
 
 #: Room for a 64 KiB message_payload plus the fixed fields: the reader's default bound.
-DEFAULT_MAX_COMMAND_LENGTH: Final = 65536 + 1024
 _HEADER_LENGTH: Final = 16
 
 
@@ -233,55 +235,6 @@ class DeliverSmResp(Pdu):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SmeAddress:
-    """A submit_multi destination that is an SME address (dest_flag 1, §4.5.1.1)."""
-
-    dest_addr_ton: int = 0
-    dest_addr_npi: int = 0
-    destination_addr: str = ""  # max 20
-
-    def __post_init__(self) -> None:
-        _check_address(self, self.dest_addr_ton, self.dest_addr_npi, self.destination_addr)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DistributionList:
-    """A submit_multi destination that is a distribution list name (dest_flag 2, §4.5.1.1)."""
-
-    dl_name: str = ""  # max 20
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.dl_name, str) and len(self.dl_name) <= 20):
-            raise LocalProtocolError(f"dl_name={self.dl_name!r}: not a str of at most 20")
-        if "\0" in self.dl_name:
-            raise LocalProtocolError("dl_name contains NUL")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UnsuccessSme:
-    """One failed destination in submit_multi_resp (§4.5.2.1)."""
-
-    dest_addr_ton: int = 0
-    dest_addr_npi: int = 0
-    destination_addr: str = ""  # max 20
-    error_status_code: int = 0  # the command_status for this destination
-
-    def __post_init__(self) -> None:
-        _check_address(self, self.dest_addr_ton, self.dest_addr_npi, self.destination_addr)
-        code = self.error_status_code
-        if not (isinstance(code, int) and 0 <= code <= 0xFFFFFFFF):
-            raise LocalProtocolError(f"error_status_code={code!r}: not a 4-octet integer")
-
-
-def _check_address(owner: object, ton: object, npi: object, addr: object) -> None:
-    for name, v in (("dest_addr_ton", ton), ("dest_addr_npi", npi)):
-        if not (isinstance(v, int) and 0 <= v <= 255):
-            raise LocalProtocolError(f"{type(owner).__name__}.{name}={v!r}: not 0..255")
-    if not (isinstance(addr, str) and len(addr) <= 20 and "\0" not in addr):
-        raise LocalProtocolError(f"destination_addr={addr!r}: not a str of at most 20")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class SubmitMulti(Pdu):
     """submit_multi (§4.5.1): one message to up to 254 SME addresses and distribution lists."""
 
@@ -436,7 +389,7 @@ class AlertNotification(Pdu):
     tlvs: Tlvs = NO_TLVS  # ms_availability_status
 
 
-# --- Public functions ----------------------------------------------------------------------------
+# --- Public functions ---------------------------------------------------------------------------
 
 
 def encode(pdu: Pdu, sequence_number: int | None = None) -> bytes:
@@ -452,15 +405,16 @@ def encode(pdu: Pdu, sequence_number: int | None = None) -> bytes:
     """
     if sequence_number is None:
         sequence_number = pdu.sequence_number
-    elif not (isinstance(sequence_number, int) and 0 <= sequence_number <= 0xFFFFFFFF):
-        raise LocalProtocolError(f"sequence_number={sequence_number!r}: not a 4-octet integer")
-    encoder = _ENCODERS.get(pdu.__class__)
-    if encoder is None:
-        encoder = _encoder_for_subclass(pdu)
+    encoder = _ENCODERS.get(pdu.__class__) or _encoder_for_subclass(pdu)
     try:
-        return encoder(pdu, sequence_number)
+        return encoder(pdu, sequence_number)  # type: ignore[no-any-return]
     except UnicodeEncodeError as exc:
         raise LocalProtocolError(f"{type(pdu).__name__}: a string is not latin-1: {exc}") from None
+    except struct.error:
+        # The header's pack is the only one that can fail: an out-of-range override.
+        raise LocalProtocolError(
+            f"sequence_number={sequence_number!r}: not a 4-octet integer"
+        ) from None
 
 
 def decode(data: bytes, *, max_command_length: int = DEFAULT_MAX_COMMAND_LENGTH) -> Pdu:
@@ -477,11 +431,11 @@ def decode(data: bytes, *, max_command_length: int = DEFAULT_MAX_COMMAND_LENGTH)
     n = len(data)
     if n < _HEADER_LENGTH:
         if n >= 4:
-            _check_command_length(int.from_bytes(data[:4], "big"), max_command_length)
-        raise _framing_error(f"{n} octets cannot hold a PDU header")
+            _codec.check_command_length(int.from_bytes(data[:4], "big"), max_command_length)
+        raise _codec.framing_error(f"{n} octets cannot hold a PDU header")
     length, command_id, status, seq = _HEADER.unpack_from(data)
     if length != n or length > max_command_length:
-        _check_command_length(length, max_command_length)
+        _codec.check_command_length(length, max_command_length)
         raise RemoteProtocolError(
             f"command_length {length} but {n} octets given",
             command_status=CommandStatus.ESME_RINVCMDLEN,
@@ -490,7 +444,7 @@ def decode(data: bytes, *, max_command_length: int = DEFAULT_MAX_COMMAND_LENGTH)
         )
     decoder = _DECODERS.get(command_id)
     if decoder is None:
-        raise _unknown_command(command_id, seq)
+        raise _codec.unknown_command(command_id, seq)
     pdu: Pdu = decoder(data, seq, status)
     return pdu
 
@@ -510,135 +464,6 @@ def response_for(request: Pdu, command_status: int = 0) -> Pdu:
     return cls(sequence_number=request.sequence_number, command_status=command_status)
 
 
-class PduReader:
-    """Streaming decoder: bytes in through :meth:`feed`, whole PDUs out of :meth:`next_pdu`.
-
-    The same PDUs come out whatever the chunking. At most ``max_command_length`` octets of an
-    incomplete PDU are waited for (h11's ``max_incomplete_event_size``).
-
-    Errors come in two kinds. A framed but malformed PDU raises RemoteProtocolError with its
-    sequence_number, and its octets are consumed: the reader stays usable. A command_length
-    below 16 or above ``max_command_length`` is a framing error: nothing after it can be
-    trusted (§3.2), so ``broken`` becomes true and every later :meth:`next_pdu` raises
-    ESME_RINVCMDLEN again (sequence_number 0: only 4 octets of the header may be there).
-    """
-
-    __slots__ = ("_buf", "_error", "_max", "_parts", "_parts_len", "_pos")
-
-    def __init__(self, max_command_length: int = DEFAULT_MAX_COMMAND_LENGTH) -> None:
-        if max_command_length < _HEADER_LENGTH:
-            raise LocalProtocolError(f"max_command_length {max_command_length} is below 16")
-        self._max = max_command_length
-        # Consumed up to _pos in _buf; later chunks wait in _parts until a PDU is complete,
-        # so feeding one octet at a time costs O(1) per feed and each octet is copied O(1)
-        # times (no quadratic re-joining).
-        self._buf = b""
-        self._pos = 0
-        self._parts: list[bytes] = []
-        self._parts_len = 0
-        self._error: str | None = None
-
-    @property
-    def broken(self) -> bool:
-        """True after a framing error; the connection must be closed."""
-        return self._error is not None
-
-    @property
-    def buffered(self) -> int:
-        """Octets received but not yet returned as PDUs (a partial PDU at EOF shows here)."""
-        return len(self._buf) - self._pos + self._parts_len
-
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Buffer received octets (ignored once the reader is broken)."""
-        if self._error is not None or not data:
-            return
-        if self._pos >= len(self._buf) and not self._parts:
-            self._buf = bytes(data)  # no copy for bytes
-            self._pos = 0
-        else:
-            chunk = bytes(data)
-            self._parts.append(chunk)
-            self._parts_len += len(chunk)
-
-    def next_pdu(self) -> Pdu | None:
-        """Decode the next whole PDU.
-
-        Returns:
-            The PDU, or ``None`` when more octets are needed.
-
-        Raises:
-            RemoteProtocolError: see the class docstring.
-        """
-        if self._error is not None:
-            raise _framing_error(self._error)
-        buf = self._buf
-        pos = self._pos
-        avail = len(buf) - pos
-        if avail < _HEADER_LENGTH:
-            if avail + self._parts_len < 4:
-                return None
-            buf, pos, avail = self._join()
-            length = int.from_bytes(buf[pos : pos + 4], "big")
-            self._check_length(length)
-            if avail < _HEADER_LENGTH:
-                return None
-        length, command_id, status, seq = _HEADER.unpack_from(buf, pos)
-        if length < _HEADER_LENGTH or length > self._max:
-            self._check_length(length)
-        if avail < length:
-            if avail + self._parts_len < length:
-                return None
-            buf, pos, avail = self._join()
-        end = pos + length
-        self._pos = end  # consumed even if malformed: the reader stays usable
-        decoder = _DECODERS.get(command_id)
-        if decoder is None:
-            raise _unknown_command(command_id, seq)
-        # The decoders want the PDU alone (its end is the end of the bytes); copying one PDU
-        # out of a 64 KiB chunk costs less than bounds checks on every field.
-        pdu: Pdu = decoder(buf if length == len(buf) else buf[pos:end], seq, status)
-        return pdu
-
-    def _join(self) -> tuple[bytes, int, int]:
-        buf = b"".join([self._buf[self._pos :], *self._parts])
-        self._buf = buf
-        self._pos = 0
-        self._parts = []
-        self._parts_len = 0
-        return buf, 0, len(buf)
-
-    def _check_length(self, length: int) -> None:
-        try:
-            _check_command_length(length, self._max)
-        except RemoteProtocolError as exc:
-            self._error = str(exc)
-            self._buf = b""
-            self._pos = 0
-            self._parts = []
-            self._parts_len = 0
-            raise
-
-
-def _framing_error(message: str) -> RemoteProtocolError:
-    return RemoteProtocolError(message, command_status=CommandStatus.ESME_RINVCMDLEN)
-
-
-def _check_command_length(length: int, maximum: int) -> None:
-    if length < _HEADER_LENGTH:
-        raise _framing_error(f"command_length {length} is below the 16-octet header")
-    if length > maximum:
-        raise _framing_error(f"command_length {length} is above the limit {maximum}")
-
-
-def _unknown_command(command_id: int, seq: int) -> RemoteProtocolError:
-    return RemoteProtocolError(
-        f"unknown command_id 0x{command_id:08X}",
-        command_status=CommandStatus.ESME_RINVCMDID,
-        sequence_number=seq,
-        command_id=command_id,
-    )
-
-
 def _encoder_for_subclass(pdu: object) -> Any:
     for cls in type(pdu).__mro__:
         encoder = _ENCODERS.get(cls)
@@ -647,126 +472,7 @@ def _encoder_for_subclass(pdu: object) -> Any:
     raise LocalProtocolError(f"{type(pdu).__name__} is not an encodable PDU")
 
 
-# --- submit_multi lists (§4.5.1.1, §4.5.2.1) -----------------------------------------------------
-
-
-def _read_cstr(
-    data: bytes, pos: int, end: int, size: int, status: int, name: str, seq: int, cid: int
-) -> tuple[str, int]:
-    lim = pos + size
-    i = data.find(0, pos, min(lim, end))
-    if i < 0:
-        raise _codec.cstr_error(name, size, status, pos, end, seq, cid)
-    return data[pos:i].decode("latin-1"), i + 1
-
-
-def _truncated(seq: int, cid: int) -> RemoteProtocolError:
-    return _codec.error("PDU body cut short", CommandStatus.ESME_RINVCMDLEN, seq, cid)
-
-
-def _decode_dests(
-    data: bytes, pos: int, end: int, seq: int, cid: int
-) -> tuple[tuple[SmeAddress | DistributionList, ...], int]:
-    if pos >= end:
-        raise _truncated(seq, cid)
-    count = data[pos]
-    pos += 1
-    if count > 254:  # §4.5.1: number_of_dests at most 254
-        raise _codec.error(
-            f"number_of_dests {count}", CommandStatus.ESME_RINVNUMDESTS, seq, cid
-        )
-    out: list[SmeAddress | DistributionList] = []
-    for _ in range(count):
-        if pos >= end:
-            raise _truncated(seq, cid)
-        flag = data[pos]
-        pos += 1
-        if flag == 1:
-            if pos + 2 > end:
-                raise _truncated(seq, cid)
-            ton, npi = data[pos], data[pos + 1]
-            addr, pos = _read_cstr(
-                data, pos + 2, end, 21, CommandStatus.ESME_RINVDSTADR, "destination_addr", seq, cid
-            )
-            out.append(SmeAddress(dest_addr_ton=ton, dest_addr_npi=npi, destination_addr=addr))
-        elif flag == 2:
-            name, pos = _read_cstr(
-                data, pos, end, 21, CommandStatus.ESME_RINVDLNAME, "dl_name", seq, cid
-            )
-            out.append(DistributionList(dl_name=name))
-        else:
-            raise _codec.error(f"dest_flag {flag}", CommandStatus.ESME_RINVDESTFLAG, seq, cid)
-    return tuple(out), pos
-
-
-def _encode_dests(dests: tuple[SmeAddress | DistributionList, ...]) -> bytes:
-    parts = [bytes((len(dests),))]
-    for d in dests:
-        if isinstance(d, SmeAddress):
-            raw = d.destination_addr.encode("latin-1")
-            parts.append(b"\x01%c%c%s\0" % (d.dest_addr_ton, d.dest_addr_npi, raw))
-        else:
-            parts.append(b"\x02%s\0" % d.dl_name.encode("latin-1"))
-    return b"".join(parts)
-
-
-def _bad_dests(dests: object) -> bool:
-    if not isinstance(dests, tuple) or len(dests) > 254:
-        raise LocalProtocolError(f"dest_address={dests!r}: not a tuple of at most 254")
-    for d in dests:
-        if not isinstance(d, (SmeAddress, DistributionList)):
-            raise LocalProtocolError(f"dest_address: {d!r} is not SmeAddress/DistributionList")
-    return False
-
-
-def _decode_unsucc(
-    data: bytes, pos: int, end: int, seq: int, cid: int
-) -> tuple[tuple[UnsuccessSme, ...], int]:
-    if pos >= end:
-        raise _truncated(seq, cid)
-    count = data[pos]
-    pos += 1
-    out: list[UnsuccessSme] = []
-    for _ in range(count):
-        if pos + 2 > end:
-            raise _truncated(seq, cid)
-        ton, npi = data[pos], data[pos + 1]
-        addr, pos = _read_cstr(
-            data, pos + 2, end, 21, CommandStatus.ESME_RINVDSTADR, "destination_addr", seq, cid
-        )
-        if pos + 4 > end:
-            raise _truncated(seq, cid)
-        code = int.from_bytes(data[pos : pos + 4], "big")
-        pos += 4
-        out.append(
-            UnsuccessSme(
-                dest_addr_ton=ton, dest_addr_npi=npi, destination_addr=addr, error_status_code=code
-            )
-        )
-    return tuple(out), pos
-
-
-def _encode_unsucc(items: tuple[UnsuccessSme, ...]) -> bytes:
-    parts = [bytes((len(items),))]
-    for u in items:
-        raw = u.destination_addr.encode("latin-1")
-        parts.append(
-            b"%c%c%s\0%s"
-            % (u.dest_addr_ton, u.dest_addr_npi, raw, u.error_status_code.to_bytes(4, "big"))
-        )
-    return b"".join(parts)
-
-
-def _bad_unsucc(items: object) -> bool:
-    if not isinstance(items, tuple) or len(items) > 255:
-        raise LocalProtocolError(f"unsuccess_sme={items!r}: not a tuple of at most 255")
-    for u in items:
-        if not isinstance(u, UnsuccessSme):
-            raise LocalProtocolError(f"unsuccess_sme: {u!r} is not an UnsuccessSme")
-    return False
-
-
-# --- Layouts (§4) ----------------------------------------------------------------------------------
+# --- Layouts (§4) -------------------------------------------------------------------------------
 
 _S = CommandStatus
 
@@ -926,7 +632,7 @@ _ALWAYS_EMPTY_OK: Final = frozenset({DeliverSmResp})
 
 _HEADER: Final = _codec.HEADER
 _ENCODERS: Final[dict[type, Any]] = {}
-_DECODERS: Final[dict[int, Any]] = {}
+_DECODERS: Final = _codec.DECODERS
 
 
 def _build() -> None:
@@ -934,13 +640,12 @@ def _build() -> None:
         "NO_TLVS": NO_TLVS,
         "Tlvs": Tlvs,
         "tlvs_decode": decode_tlvs,
-        "tlvs_encode": encode_tlvs,
-        "dests_decode": _decode_dests,
-        "dests_encode": _encode_dests,
-        "unsucc_decode": _decode_unsucc,
-        "unsucc_encode": _encode_unsucc,
-        "bad_dests": _bad_dests,
-        "bad_unsucc": _bad_unsucc,
+        "dests_decode": _multi.decode_dests,
+        "dests_encode": _multi.encode_dests,
+        "unsucc_decode": _multi.decode_unsucc,
+        "unsucc_encode": _multi.encode_unsucc,
+        "bad_dests": _multi.bad_dests,
+        "bad_unsucc": _multi.bad_unsucc,
     }
     for cls, layout in _LAYOUTS.items():
         names = [f.name for f in fields(cls)]

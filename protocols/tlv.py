@@ -6,17 +6,22 @@ types every standard value: an integer of 1, 2 or 4 octets, a C-octet string (th
 the length), or an octet string with fixed bounds. A peer may send tags we do not know; §3.2.4
 lets a receiver skip them, and we keep them so a relayed PDU loses nothing.
 
-Speed: :class:`Tlvs` stores only the parameters that are present in its instance ``__dict__``
-(absent ones fall back to the class default ``None``), so decoding a PDU is one dict fill and
-encoding walks only what is there. ``__init__`` is generated below for the same reason.
+Speed, which is why this is not a plain dataclass inside:
+
+- only the parameters that are present are stored, in the instance ``__dict__``; absent ones
+  fall back to the class default ``None``. A PDU carries 0 to 3 of the 45.
+- the wire form is built once, by ``__init__`` while it checks the values (packing an integer
+  checks its range for free) or by the decoder (a slice of the PDU), and kept in the ``_wire``
+  slot. Encoding a PDU then just appends it.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field, fields
 from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from functools import partial
+from operator import attrgetter
 from typing import Any, Final
 
 from .constants import CommandStatus, TlvTag
@@ -31,8 +36,11 @@ class Tlvs:
 
     ``None`` means absent. Integers are 1, 2 or 4 octets as the spec types them, C-octet strings
     are ``str`` (latin-1, without the NUL), octet strings are ``bytes``. Tags this module does
-    not know are kept in ``unknown`` as ``(tag, value)`` pairs and re-encoded unchanged, after
-    the known ones.
+    not know are kept in ``unknown`` as ``(tag, value)`` pairs and re-encoded unchanged.
+
+    Encoding follows the order of the keyword arguments; a decoded ``Tlvs`` re-encodes to the
+    very octets it was decoded from (order, unknown tags and all), so a relayed PDU is intact.
+    Equality compares the values only.
 
     Raises:
         LocalProtocolError: a value the spec's type cannot carry (out of range, wrong length).
@@ -84,10 +92,17 @@ class Tlvs:
     its_session_info: bytes | None = None  # 0x1383, 2 octets
     unknown: tuple[tuple[int, bytes], ...] = field(default=())
 
+    # The present values live in __dict__; _wire holds their encoding (see the module doc).
+    __slots__ = ("__dict__", "_wire")
+
     def __repr__(self) -> str:
         # Only what is present: 45 "None"s would bury the one value that matters.
         inner = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items())
         return f"Tlvs({inner})"
+
+    def __reduce__(self) -> tuple[Any, tuple[tuple[tuple[str, object], ...]]]:
+        # copy and pickle rebuild through __init__, which recomputes _wire.
+        return _restore, (tuple(self.__dict__.items()),)
 
 
 # Value kinds. For integers the kind is also the size in octets.
@@ -162,21 +177,30 @@ _TL: Final = struct.Struct(">HH")
 _PACK_H: Final = struct.Struct(">H").pack
 _HEAD: Final = struct.Struct(">I").unpack_from  # tag and length as one int: one lookup below
 _new = object.__new__
+_set_wire: Final = Tlvs.__dict__["_wire"].__set__
+_wire_of: Final[Callable[[Tlvs], bytes]] = attrgetter("_wire")
 
-# (tag << 16 | length) -> (name, kind) for every valid length, except message_payload (any
-# length): the common TLVs are then found, and their length checked, with one dict lookup.
-_EXACT: Final[dict[int, tuple[str, int]]] = {
-    tag << 16 | length: (name, kind)
+# Integers: the struct that packs tag, length and value at once (and rejects a value out of
+# range), and the one that reads the value straight after a TLV header.
+_INT_FORMATS: Final = {_U8: "B", _U16: "H", _U32: "I"}
+_INT_PACKERS: Final[dict[str, Callable[[int], bytes]]] = {
+    name: partial(struct.Struct(">HH" + _INT_FORMATS[kind]).pack, tag, kind)
+    for name, (tag, kind, _lo, _hi) in _ENCODE_TABLE.items()
+    if kind in _INT_FORMATS
+}
+_INT_READERS: Final = {
+    kind: struct.Struct(">4x" + f).unpack_from for kind, f in _INT_FORMATS.items()
+}
+
+# (tag << 16 | length) -> (name, integer reader or None, whole TLV size) for every valid
+# length but message_payload's (any length): a TLV is found, and its length checked, in one
+# dict lookup.
+_EXACT: Final[dict[int, tuple[str, Any, int]]] = {
+    tag << 16 | length: (name, _INT_READERS.get(kind), 4 + length)
     for tag, (name, kind, lo, hi) in _DECODE_TABLE.items()
     if tag != TlvTag.MESSAGE_PAYLOAD
     for length in range(lo, hi + 1)
 }
-
-
-def _bad(name: str, value: object) -> None:
-    """Raise the LocalProtocolError that says why ``value`` does not fit TLV ``name``."""
-    _check(name, value)
-    raise LocalProtocolError(f"Tlvs.{name}={value!r}: invalid")  # pragma: no cover
 
 
 def _check(name: str, value: object) -> None:
@@ -206,6 +230,11 @@ def _check(name: str, value: object) -> None:
             raise LocalProtocolError(
                 f"Tlvs.{name}={value!r}: not a C-octet string of at most {hi - 1} characters"
             )
+        if not value.isascii():
+            try:
+                value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise LocalProtocolError(f"Tlvs.{name}={value!r}: not latin-1") from None
     elif kind == _OCTETS:
         if not (isinstance(value, bytes) and lo <= len(value) <= hi):
             raise LocalProtocolError(f"Tlvs.{name}={value!r}: not {lo}..{hi} octets")
@@ -213,63 +242,15 @@ def _check(name: str, value: object) -> None:
         raise LocalProtocolError(f"Tlvs.{name}: a flag without value; only True (or None)")
 
 
-# name -> mask that is non-zero for out-of-range values, for the integer TLVs.
-_INT_MASK: Final[dict[str, int]] = {
-    name: -(1 << (8 * kind)) for name, (_tag, kind, _lo, _hi) in _ENCODE_TABLE.items() if kind <= _U32
-}
-
-
-def _init(self: Tlvs, **params: Any) -> None:
-    """``Tlvs.__init__``: store only the parameters given and not ``None``, after checking them.
-
-    The dataclass-generated ``__init__`` would set all 45 attributes through
-    ``object.__setattr__`` on every construction (a few µs on a small box); this one touches
-    only what the caller passed. mypy keeps checking calls against the dataclass signature.
-    """
-    d = self.__dict__
-    for name, value in params.items():
-        mask = _INT_MASK.get(name)
-        if value is None:
-            if mask is None and name not in _ENCODE_TABLE:
-                raise TypeError(f"Tlvs() got an unexpected keyword argument {name!r}")
-            continue
-        if mask is not None:
-            try:
-                bad = value & mask
-            except TypeError:
-                bad = True
-            if bad:
-                _bad(name, value)
-        elif name in _ENCODE_TABLE or name == "unknown":
-            if name == "unknown" and not value:
-                continue
-            _check(name, value)
-        else:
-            raise TypeError(f"Tlvs() got an unexpected keyword argument {name!r}")
-        d[name] = value
-
-
-# Replaces the dataclass-generated one (same keyword-only signature, which mypy keeps seeing).
-setattr(Tlvs, "__init__", _init)  # noqa: B010
-
-#: The shared "no optional parameters" value: the default of every ``tlvs`` field.
-NO_TLVS: Final = Tlvs()
-
-
 def _encoder(name: str) -> Callable[[Any], bytes]:
-    """The function that encodes parameter ``name`` whole: tag, length and value."""
+    """The function that encodes a checked value of ``name`` whole: tag, length and value."""
     if name == "unknown":
         return lambda pairs: b"".join([_TL.pack(tag, len(raw)) + raw for tag, raw in pairs])
     tag, kind, _lo, _hi = _ENCODE_TABLE[name]
-    if kind == _U8:
-        return partial(struct.Struct(">HHB").pack, tag, 1)
-    if kind == _U16:
-        return partial(struct.Struct(">HHH").pack, tag, 2)
-    if kind == _U32:
-        return partial(struct.Struct(">HHI").pack, tag, 4)
+    if name in _INT_PACKERS:
+        return _INT_PACKERS[name]
     prefix = _PACK_H(tag)
     if kind == _CSTR:
-        # UnicodeEncodeError for a non-latin-1 text becomes LocalProtocolError in pdu.encode.
         return lambda text: prefix + _PACK_H(len(text) + 1) + text.encode("latin-1") + b"\0"
     if kind == _OCTETS:
         return lambda raw: prefix + _PACK_H(len(raw)) + raw
@@ -280,14 +261,51 @@ def _encoder(name: str) -> Callable[[Any], bytes]:
 _ENCODERS: Final = {name: _encoder(name) for name in (*_NAMES, "unknown")}
 
 
-def encode_tlvs(tlvs: Tlvs) -> bytes:
-    """Encode the present parameters (§3.2.4.1), in the order they were given or received.
+def _init(self: Tlvs, **params: Any) -> None:
+    """``Tlvs.__init__``: keep the parameters given (not ``None``), checked and encoded.
 
     Raises:
-        UnicodeEncodeError: a C-octet string that is not latin-1.
+        LocalProtocolError: a value the TLV's type cannot carry.
     """
-    encoders = _ENCODERS
-    return b"".join([encoders[name](value) for name, value in tlvs.__dict__.items()])
+    d = self.__dict__
+    wire = b""
+    packers = _INT_PACKERS
+    for name, value in params.items():
+        pack = packers.get(name)
+        if pack is not None:  # the common case, an integer: packing checks it
+            if value is None:
+                continue
+            try:
+                wire += pack(value)
+            except struct.error:
+                _check(name, value)
+                raise LocalProtocolError(f"Tlvs.{name}={value!r}: invalid") from None
+        else:
+            encoder = _ENCODERS.get(name)
+            if encoder is None:
+                raise TypeError(f"Tlvs() got an unexpected keyword argument {name!r}")
+            if value is None or (name == "unknown" and value == ()):
+                continue
+            _check(name, value)
+            wire += encoder(value)
+        d[name] = value
+    _set_wire(self, wire)
+
+
+def _restore(items: tuple[tuple[str, Any], ...]) -> Tlvs:
+    return Tlvs(**dict(items))
+
+
+# Replaces the dataclass-generated one (same keyword-only signature, which mypy keeps seeing).
+setattr(Tlvs, "__init__", _init)  # noqa: B010
+
+#: The shared "no optional parameters" value: the default of every ``tlvs`` field.
+NO_TLVS: Final = Tlvs()
+
+
+def encode_tlvs(tlvs: Tlvs) -> bytes:
+    """The encoded TLVs (§3.2.4.1), computed when ``tlvs`` was built or decoded."""
+    return _wire_of(tlvs)
 
 
 def decode_tlvs(data: bytes, pos: int, sequence_number: int, command_id: int) -> Tlvs:
@@ -300,97 +318,61 @@ def decode_tlvs(data: bytes, pos: int, sequence_number: int, command_id: int) ->
             with a NUL inside.
     """
     tlvs: Tlvs = _new(Tlvs)
+    _set_wire(tlvs, data[pos:])
     d = tlvs.__dict__
-    unknown: list[tuple[int, bytes]] = []
+    unknown: list[tuple[int, bytes]] | None = None
     exact = _EXACT
     head = _HEAD
     end = len(data)
-    while pos < end:
-        try:
+    try:
+        while pos < end:
             key = head(data, pos)[0]
-        except struct.error:
-            raise _error(
-                "TLV header cut short",
-                CommandStatus.ESME_RINVOPTPARSTREAM,
-                sequence_number,
-                command_id,
-            ) from None
-        start = pos + 4
-        pos = start + (key & 0xFFFF)
-        spec = exact.get(key)
-        if spec is None or pos > end:
-            _decode_other(data, key, start, pos, end, d, unknown, sequence_number, command_id)
-            continue
-        name, kind = spec
-        if name in d:
-            raise _error(
-                f"TLV {name} given twice",
-                CommandStatus.ESME_RINVOPTPARSTREAM,
-                sequence_number,
-                command_id,
-            )
-        if kind == _U8:
-            d[name] = data[start]
-        elif kind == _U16:
-            d[name] = data[start] << 8 | data[start + 1]
-        elif kind == _CSTR:
-            d[name] = _cstr_value(data[start:pos], name, sequence_number, command_id)
-        elif kind == _OCTETS:
-            d[name] = data[start:pos]
-        elif kind == _U32:
-            d[name] = int.from_bytes(data[start:pos], "big")
-        else:
-            d[name] = True
+            spec = exact.get(key)
+            if spec is None:
+                if unknown is None:
+                    unknown = []
+                pos = _decode_other(data, key, pos, d, unknown, sequence_number, command_id)
+                continue
+            name, read, size = spec
+            if name in d:
+                raise _error(
+                    f"TLV {name} given twice",
+                    CommandStatus.ESME_RINVOPTPARSTREAM,
+                    sequence_number,
+                    command_id,
+                )
+            if read is not None:
+                # data ends with the PDU, so a value cut short raises struct.error here.
+                d[name] = read(data, pos)[0]
+            else:
+                d[name] = _value(data, pos + 4, pos + size, name, sequence_number, command_id)
+            pos += size
+    except struct.error:
+        raise _error(
+            "TLV cut short by the end of the PDU",
+            CommandStatus.ESME_RINVOPTPARSTREAM,
+            sequence_number,
+            command_id,
+        ) from None
     if unknown:
         d["unknown"] = tuple(unknown)
     return tlvs
 
 
-def _decode_other(
-    data: bytes,
-    key: int,
-    start: int,
-    stop: int,
-    end: int,
-    d: dict[str, object],
-    unknown: list[tuple[int, bytes]],
-    sequence_number: int,
-    command_id: int,
-) -> None:
-    """The rare TLVs: message_payload, unknown tags, and the errors."""
-    tag = key >> 16
-    if stop > end:
-        raise _error(
-            f"TLV 0x{tag:04X} value runs past the PDU",
-            CommandStatus.ESME_RINVOPTPARSTREAM,
-            sequence_number,
-            command_id,
-        )
-    spec = _DECODE_TABLE.get(tag)
-    if spec is None:
-        unknown.append((tag, data[start:stop]))
-        return
-    name, _kind, lo, hi = spec
-    if tag != TlvTag.MESSAGE_PAYLOAD:
-        raise _error(
-            f"TLV {name} has length {key & 0xFFFF}, expected {lo}..{hi}",
-            CommandStatus.ESME_RINVPARLEN,
-            sequence_number,
-            command_id,
-        )
-    if name in d:
-        raise _error(
-            f"TLV {name} given twice",
-            CommandStatus.ESME_RINVOPTPARSTREAM,
-            sequence_number,
-            command_id,
-        )
-    d[name] = data[start:stop]
-
-
-def _cstr_value(raw: bytes, name: str, sequence_number: int, command_id: int) -> str:
-    """A C-octet string TLV value (§5.3.2): the NUL is required, but SMSCs are known to leave it
-    off receipted_message_id, so a missing NUL is accepted when the text still fits."""
+def _value(
+    data: bytes, start: int, stop: int, name: str, sequence_number: int, command_id: int
+) -> object:
+    """The value of a C-octet string, octet string or flag TLV of a valid length."""
+    if stop > len(data):
+        raise struct.error  # reported by decode_tlvs
+    kind = _ENCODE_TABLE[name][1]
+    if kind == _OCTETS:
+        return data[start:stop]
+    if kind == _FLAG:
+        return True
+    raw = data[start:stop]
+    # §5.3.2 requires the NUL, but SMSCs are known to leave it off receipted_message_id: a
+    # missing NUL is accepted when the text still fits.
     if raw and raw[-1] == 0:
         raw = raw[:-1]
     elif len(raw) == _ENCODE_TABLE[name][3]:
@@ -408,6 +390,44 @@ def _cstr_value(raw: bytes, name: str, sequence_number: int, command_id: int) ->
             command_id,
         )
     return raw.decode("latin-1")
+
+
+def _decode_other(
+    data: bytes,
+    key: int,
+    pos: int,
+    d: dict[str, object],
+    unknown: list[tuple[int, bytes]],
+    sequence_number: int,
+    command_id: int,
+) -> int:
+    """The rare TLVs: message_payload, unknown tags, bad lengths. Returns the next position."""
+    tag = key >> 16
+    start = pos + 4
+    stop = start + (key & 0xFFFF)
+    if stop > len(data):
+        raise struct.error  # reported by decode_tlvs
+    spec = _DECODE_TABLE.get(tag)
+    if spec is None:
+        unknown.append((tag, data[start:stop]))
+        return stop
+    name, _kind, lo, hi = spec
+    if tag != TlvTag.MESSAGE_PAYLOAD:
+        raise _error(
+            f"TLV {name} has length {key & 0xFFFF}, expected {lo}..{hi}",
+            CommandStatus.ESME_RINVPARLEN,
+            sequence_number,
+            command_id,
+        )
+    if name in d:
+        raise _error(
+            f"TLV {name} given twice",
+            CommandStatus.ESME_RINVOPTPARSTREAM,
+            sequence_number,
+            command_id,
+        )
+    d[name] = data[start:stop]
+    return stop
 
 
 def _error(message: str, status: int, sequence_number: int, command_id: int) -> RemoteProtocolError:

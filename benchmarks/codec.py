@@ -1,0 +1,203 @@
+"""PDU codec throughput: Ulak's ``protocols.pdu`` against smpplib 2.2.4, in the same process.
+
+Two realistic PDUs: a submit_sm (a short GSM-7 OTP text, registered_delivery, three TLVs) and a
+deliver_sm carrying a delivery receipt (receipt text plus receipted_message_id and
+message_state). For each library:
+
+- encode = build the PDU object from field values, then serialize it (what a gateway does per
+  message; smpplib cannot serialize without building its object either);
+- decode = bytes of one PDU to an object with every field.
+
+The box this runs on is small and shared, so each figure is the best of many short rounds, and
+every round runs all eight measurements back to back: the best round of each is a quiet moment,
+and quiet moments come to both libraries alike.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from smpplib import smpp
+
+from protocols.pdu import DeliverSm, Pdu, SubmitSm, decode, encode
+from protocols.tlv import Tlvs
+
+__all__ = ["run"]
+
+_ROUNDS = 15
+_OTP = b"Your code is 123456. Do not share it."
+_RECEIPT = (
+    b"id:0A1B2C3D4E sub:001 dlvrd:001 submit date:2511250800 done date:2511250801 "
+    b"stat:DELIVRD err:000 text:Your code is 1234"
+)
+
+
+class _SeqStub:
+    """smpplib builds PDUs through a client that hands out sequence numbers (STACK.md §7)."""
+
+    sequence = 0
+
+    def next_sequence(self) -> int:
+        self.sequence += 1
+        return self.sequence
+
+
+_STUB = _SeqStub()
+
+
+def _ours_submit() -> Pdu:
+    return SubmitSm(
+        source_addr_ton=5,
+        source_addr="ULAK",
+        dest_addr_ton=1,
+        dest_addr_npi=1,
+        destination_addr="905321234567",
+        registered_delivery=1,
+        short_message=_OTP,
+        tlvs=Tlvs(user_message_reference=4242, source_port=1234, destination_port=5678),
+    )
+
+
+def _smpplib_submit() -> Any:
+    p = smpp.make_pdu(
+        "submit_sm",
+        client=_STUB,
+        service_type="",
+        source_addr_ton=5,
+        source_addr_npi=0,
+        source_addr="ULAK",
+        dest_addr_ton=1,
+        dest_addr_npi=1,
+        destination_addr="905321234567",
+        registered_delivery=1,
+        data_coding=0,
+        short_message=_OTP,
+        user_message_reference=4242,
+        source_port=1234,
+        destination_port=5678,
+    )
+    p.sequence = 7  # after construction: make_pdu would ignore it (STACK.md §7)
+    return p
+
+
+def _ours_deliver() -> Pdu:
+    return DeliverSm(
+        source_addr_ton=1,
+        source_addr_npi=1,
+        source_addr="905321234567",
+        dest_addr_ton=5,
+        destination_addr="ULAK",
+        esm_class=0x04,
+        short_message=_RECEIPT,
+        tlvs=Tlvs(receipted_message_id="0A1B2C3D4E", message_state=2),
+    )
+
+
+def _smpplib_deliver() -> Any:
+    p = smpp.make_pdu(
+        "deliver_sm",
+        client=_STUB,
+        service_type="",
+        source_addr_ton=1,
+        source_addr_npi=1,
+        source_addr="905321234567",
+        dest_addr_ton=5,
+        dest_addr_npi=0,
+        destination_addr="ULAK",
+        esm_class=0x04,
+        data_coding=0,
+        short_message=_RECEIPT,
+        receipted_message_id="0A1B2C3D4E",
+        message_state=2,
+    )
+    p.sequence = 9
+    return p
+
+
+def _cases() -> dict[str, Callable[[], object]]:
+    """name -> one operation; names are ``<pdu>_<op>_<library>``."""
+    sub_ours = encode(_ours_submit(), 7)
+    sub_lib = _smpplib_submit().generate()
+    dlv_ours = encode(_ours_deliver(), 9)
+    dlv_lib = _smpplib_deliver().generate()
+    # Both sides must mean the same PDU, or the comparison is void.
+    if decode(sub_lib) != _replace_seq(_ours_submit(), 7):
+        raise AssertionError("smpplib's submit_sm decodes differently")
+    if decode(dlv_lib) != _replace_seq(_ours_deliver(), 9):
+        raise AssertionError("smpplib's deliver_sm decodes differently")
+
+    def parse(raw: bytes) -> Callable[[], object]:
+        return lambda: smpp.parse_pdu(raw, client=_STUB)
+
+    return {
+        "submit_sm_encode_ours": lambda: encode(_ours_submit(), 7),
+        "submit_sm_encode_smpplib": lambda: _smpplib_submit().generate(),
+        "submit_sm_decode_ours": lambda: decode(sub_ours),
+        "submit_sm_decode_smpplib": parse(sub_lib),
+        "deliver_sm_encode_ours": lambda: encode(_ours_deliver(), 9),
+        "deliver_sm_encode_smpplib": lambda: _smpplib_deliver().generate(),
+        "deliver_sm_decode_ours": lambda: decode(dlv_ours),
+        "deliver_sm_decode_smpplib": parse(dlv_lib),
+    }
+
+
+def _replace_seq(pdu: Pdu, seq: int) -> Pdu:
+    return decode(encode(pdu, seq))
+
+
+def _batch(op: Callable[[], object], n: int) -> float:
+    """Seconds per operation over ``n`` calls."""
+    start = time.perf_counter()
+    for _ in range(n):
+        op()
+    return (time.perf_counter() - start) / n
+
+
+def run(*, seconds: float = 1.0, as_json: bool = False) -> dict[str, float]:
+    """Measure, print a table (and one JSON line when ``as_json``), return the figures.
+
+    Args:
+        seconds: about how long each of the eight measurements runs in total.
+        as_json: also print one JSON line with the rates and ratios.
+
+    Returns:
+        ``<pdu>_<op>_ours`` / ``<pdu>_<op>_smpplib`` rates in PDUs per second,
+        ``<pdu>_<op>_ratio``, and ``ratio_encode`` / ``ratio_decode``: the smaller ratio of
+        the two PDU types.
+    """
+    cases = _cases()
+    # Calibrate a batch size per case so each round takes seconds / _ROUNDS.
+    sizes: dict[str, int] = {}
+    for name, call in cases.items():
+        per_op = min(_batch(call, 20), _batch(call, 20))
+        sizes[name] = max(10, int(seconds / _ROUNDS / max(per_op, 1e-9)))
+    best = dict.fromkeys(cases, float("inf"))
+    for _ in range(_ROUNDS):
+        for name, call in cases.items():
+            best[name] = min(best[name], _batch(call, sizes[name]))
+
+    result: dict[str, float] = {name: round(1.0 / t, 1) for name, t in best.items()}
+    for pdu in ("submit_sm", "deliver_sm"):
+        for op in ("encode", "decode"):
+            key = f"{pdu}_{op}"
+            result[f"{key}_ratio"] = round(result[f"{key}_ours"] / result[f"{key}_smpplib"], 2)
+    for op in ("encode", "decode"):
+        result[f"ratio_{op}"] = min(
+            result[f"submit_sm_{op}_ratio"], result[f"deliver_sm_{op}_ratio"]
+        )
+
+    print(f"PDU codec throughput, PDUs/s (best of {_ROUNDS} rounds; encode = build + serialize)")
+    print(f"{'PDU':<12}{'op':<8}{'ours':>12}{'smpplib':>12}{'ratio':>9}")
+    for pdu in ("submit_sm", "deliver_sm"):
+        for op in ("encode", "decode"):
+            key = f"{pdu}_{op}"
+            print(
+                f"{pdu:<12}{op:<8}{result[f'{key}_ours']:>12,.0f}"
+                f"{result[f'{key}_smpplib']:>12,.0f}{result[f'{key}_ratio']:>8.1f}x"
+            )
+    if as_json:
+        print(json.dumps(result, sort_keys=True))
+    return result
