@@ -397,6 +397,11 @@ def _init_source(layout: tuple[Field, ...], defaults: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Fields whose values never go into an error message: errors end up in logs (brief: SMPP
+# passwords never appear in logs).
+_SECRET_FIELDS: Final = frozenset({"password"})
+
+
 def explain(cls: type, values: dict[str, object], layout: tuple[Field, ...]) -> None:
     """Slow path of a generated ``__init__``: name the first field that cannot be encoded."""
     for name in ("sequence_number", "command_status"):
@@ -405,7 +410,8 @@ def explain(cls: type, values: dict[str, object], layout: tuple[Field, ...]) -> 
             raise LocalProtocolError(f"{cls.__name__}.{name}={v!r}: not a 4-octet integer")
     for f in layout:
         v = values[f.name]
-        where = f"{cls.__name__}.{f.name}={v!r}"
+        shown = "<hidden>" if f.name in _SECRET_FIELDS else repr(v)
+        where = f"{cls.__name__}.{f.name}={shown}"
         if f.kind == U8 and not (isinstance(v, int) and 0 <= v <= f.maximum):
             raise LocalProtocolError(f"{where}: not an integer in 0..{f.maximum}")
         if f.kind in (CSTR, TIME):
@@ -420,7 +426,8 @@ def explain(cls: type, values: dict[str, object], layout: tuple[Field, ...]) -> 
         if f.kind == TLVS and type(v).__name__ != "Tlvs":
             raise LocalProtocolError(f"{where}: not a Tlvs")
         # DESTS / UNSUCC checks raise their own LocalProtocolError from the fast path.
-    raise LocalProtocolError(f"{cls.__name__}: invalid field values {values!r}")
+    shown_values = {k: ("<hidden>" if k in _SECRET_FIELDS else v) for k, v in values.items()}
+    raise LocalProtocolError(f"{cls.__name__}: invalid field values {shown_values!r}")
 
 
 def mutable_twin(cls: type) -> type:

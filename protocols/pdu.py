@@ -15,7 +15,7 @@ from the layouts at the bottom of this module.
 from __future__ import annotations
 
 import struct
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Final
 
 from . import _codec, _multi
@@ -97,7 +97,7 @@ class _BindRequest(Pdu):
     """The body shared by the three bind requests (§4.1.1, §4.1.3, §4.1.5)."""
 
     system_id: str = ""  # max 15 characters
-    password: str = ""  # max 8
+    password: str = field(default="", repr=False)  # max 8; kept out of repr (logs)
     system_type: str = ""  # max 12
     interface_version: int = 0x34  # §5.2.4: 0x34 for SMPP 3.4
     addr_ton: int = 0
@@ -161,7 +161,7 @@ class Outbind(Pdu):
 
     command_id: ClassVar[CommandId] = CommandId.OUTBIND
     system_id: str = ""  # max 15
-    password: str = ""  # max 8
+    password: str = field(default="", repr=False)  # max 8; kept out of repr (logs)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -722,3 +722,22 @@ def test_response_for_a_peer_sequence_number_above_the_spec_range() -> None:
     # §3.2 says 1..0x7FFFFFFF, but a peer may send more; we can still answer it.
     answer = response_for(EnquireLink(sequence_number=0xFFFFFFFF))
     assert encode(answer)[12:] == b"\xff\xff\xff\xff"
+
+
+def test_password_never_appears_in_repr_or_errors() -> None:
+    from protocols.errors import LocalProtocolError
+    from protocols.pdu import BindTransceiver, Outbind, decode, encode
+
+    pdu = BindTransceiver(system_id="ulak", password="s3cret")
+    assert "s3cret" not in repr(pdu) and "s3cret" not in str(pdu)
+    assert decode(encode(pdu, 1)) == BindTransceiver(
+        sequence_number=1, system_id="ulak", password="s3cret"
+    )
+    assert "pw" not in repr(Outbind(system_id="a", password="pw"))
+    try:
+        BindTransceiver(system_id="ulak", password="too-long-secret")
+    except LocalProtocolError as exc:
+        assert "too-long-secret" not in str(exc)
+        assert "password" in str(exc)
+    else:
+        raise AssertionError("a 15-character password must be refused")
