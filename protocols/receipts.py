@@ -26,6 +26,7 @@ seen between submit_sm_resp and receipt (hex vs decimal, leading zeros, case).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -87,11 +88,11 @@ _KNOWN_FIELDS: Final = frozenset({"id", "sub", "dlvrd", "submitdate", "donedate"
 # A key is a word at the start or after whitespace, directly followed by ':'. The date keys are
 # two words, joined by spaces, a line break (Appendix B wraps "done\ndate"), '_', '-', or 0x11
 # (the GSM 03.38 code of '_', read as latin-1). A colon inside a value ("a:b") starts no key.
-_KEY: Final = re.compile(r"(?<!\S)((?:submit|done)[\s_\x11-]*date|[a-z][\w-]*):", re.IGNORECASE)
+_KEY: Final = re.compile(
+    r"(?<!\S)((?:submit|done)[\s_\x11-]*date|[a-z][\w-]*):", re.IGNORECASE | re.ASCII
+)
 _KEY_SEPARATORS: Final = re.compile(r"[\s_\x11-]+")
 _STAT_SEPARATORS: Final = re.compile(r"[^A-Z0-9]+")
-_DATE: Final = re.compile(r"\d{10}(?:\d{2})?", re.ASCII)
-_HEX: Final = re.compile(r"[0-9a-f]+", re.ASCII)
 _DECIMAL: Final = re.compile(r"[0-9]+", re.ASCII)
 # SMPP 3.4 §5.2.23: message_id is a C-octet string of at most 65 octets, i.e. 64 characters.
 # Longer ids get no decimal reading (which also bounds int()'s quadratic decimal conversion).
@@ -203,7 +204,7 @@ def state_from_stat(stat: str) -> MessageState | None:
 def _parse_date(value: str | None, tz: dt.tzinfo | None) -> dt.datetime | None:
     """YYMMDDhhmm or YYMMDDhhmmss (2000 + YY); anything else is ignored, not fatal: the date
     is informational and a bad one must not cost us the receipt's state."""
-    if value is None or not _DATE.fullmatch(value):
+    if value is None or len(value) not in (10, 12) or not (value.isascii() and value.isdigit()):
         return None
     try:
         return dt.datetime(
@@ -232,6 +233,12 @@ def _decode(data: bytes | str, data_coding: int | None) -> str:
     return text.rstrip("\x00")
 
 
+@functools.lru_cache(maxsize=64)
+def _key_name(key: str) -> str:
+    """``Submit_Date`` -> ``submitdate``. Cached: SMSCs repeat the same few spellings."""
+    return _KEY_SEPARATORS.sub("", key.lower())
+
+
 def _split_fields(
     data: str,
 ) -> tuple[dict[str, str], str | None, tuple[tuple[str, str], ...]]:
@@ -241,7 +248,7 @@ def _split_fields(
     seen: set[str] = set()
     keys = list(_KEY.finditer(data))
     for index, match in enumerate(keys):
-        name = _KEY_SEPARATORS.sub("", match.group(1).lower())
+        name = _key_name(match.group(1))
         if name == "text":
             # Appendix B: the text comes last and runs to the end, whatever it holds.
             return known, data[match.end() :], tuple(extra)
@@ -348,12 +355,10 @@ def parse_receipt(
 
 
 def canonical_message_id(raw: str) -> str:
-    """The id as compared: trimmed (whitespace, NULs), case-folded, without a ``0x`` prefix
-    on a hex id, and without leading zeros (an all-zero id becomes ``"0"``; an empty one
-    stays empty). Always the first of :func:`message_id_keys`."""
+    """The id as compared: trimmed (whitespace, NULs), case-folded, and without leading
+    zeros (an all-zero id becomes ``"0"``; an empty one stays empty). Always the first of
+    :func:`message_id_keys`."""
     folded = raw.strip(_ID_JUNK).casefold()
-    if folded[:2] == "0x" and _HEX.fullmatch(folded, 2):
-        folded = folded[2:]
     stripped = folded.lstrip("0")
     if not stripped and folded:
         return "0"

@@ -186,8 +186,7 @@ def parse_time(
         return RelativeTime(*units)
     if quarters > _MAX_QUARTERS:
         raise InvalidTimeFieldError(
-            f"time field {text!r}: UTC offset of {quarters} quarter hours exceeds "
-            f"{_MAX_QUARTERS}",
+            f"time field {text!r}: UTC offset {quarters} quarter hours > {_MAX_QUARTERS}",
             command_status=command_status,
         )
     offset = quarters * _QUARTER_HOUR
@@ -251,9 +250,7 @@ def format_time(value: dt.datetime | RelativeTime | dt.timedelta | None) -> str:
     return _format_absolute(value)
 
 
-def resolve_time(
-    value: dt.datetime | RelativeTime | None, now: dt.datetime
-) -> dt.datetime | None:
+def resolve_time(value: dt.datetime | RelativeTime | None, now: dt.datetime) -> dt.datetime | None:
     """The instant a parsed time field names: absolute as is, relative counted from ``now``.
 
     Args:
