@@ -18,14 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import signal
 import subprocess
-import sys
 import time
 
 import trio
 
+from benchmarks._simproc import cpu_seconds, start_simulator, stop_simulator
 from gateway.binds import BindSupervisor
 from gateway.bindstate import BindMode, RouteSettings
 from gateway.parts import OutboundPart
@@ -39,37 +37,14 @@ _FILL_RATE = 60_000.0  # parts per second of run prepared when there is no proto
 _MAX_PARTS = 2_000_000
 
 
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process, from /proc (Linux)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        stat = f.read()
-    fields = stat[stat.rindex(")") + 2 :].split()  # the command name may contain spaces
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _start_simulator(
     binds: int, rtt_ms: float, tps: float | None
 ) -> tuple[subprocess.Popen[str], int]:
-    cmd = [sys.executable, "-m", "gateway.simulator", "--port", "0", "--no-receipts"]
-    cmd += ["--account", "bench:bench", "--max-binds", str(binds), "--rtt-ms", str(rtt_ms)]
+    args = ["--no-receipts", "--account", "bench:bench", "--max-binds", str(binds)]
+    args += ["--rtt-ms", str(rtt_ms)]
     if tps is not None:
-        cmd += ["--tps", str(tps)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        raise RuntimeError(f"the simulator did not start: {line!r}")
-    return proc, int(line.rsplit(":", 1)[1])
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        args += ["--tps", str(tps)]
+    return start_simulator(args)
 
 
 def _bound(binds: int, window: int, rtt_ms: float, tps: float | None) -> float:
@@ -115,10 +90,10 @@ async def _measure(
             await supervisor.wait_until_up("bench", binds=binds)
         await trio.sleep(_WARMUP_S)
         counts = queue.counts
-        sent0, cpu0, sim0 = counts["submitted"], time.process_time(), _cpu_seconds(pid)
+        sent0, cpu0, sim0 = counts["submitted"], time.process_time(), cpu_seconds(pid)
         wall0 = time.perf_counter()
         await trio.sleep(seconds)
-        sent1, cpu1, sim1 = counts["submitted"], time.process_time(), _cpu_seconds(pid)
+        sent1, cpu1, sim1 = counts["submitted"], time.process_time(), cpu_seconds(pid)
         wall = time.perf_counter() - wall0
         totals = supervisor.stats().totals
         supervisor.shutdown()
@@ -160,7 +135,7 @@ def run(
     try:
         result = trio.run(_measure, proc.pid, port, binds, window, tps, seconds, parts)
     finally:
-        _stop(proc)
+        stop_simulator(proc)
     cpu_bound = not math.isfinite(bound)
     result["bound_msgs_per_s"] = 0.0 if cpu_bound else bound
     result["fraction_of_bound"] = 0.0 if cpu_bound else result["msgs_per_s"] / bound

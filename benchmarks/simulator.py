@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import struct
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from typing import TextIO
 
 import trio
 
+from benchmarks._simproc import cpu_seconds, start_simulator, stop_simulator
 from protocols.pdu import BindTransceiver, BindTransmitter, DeliverSmResp, SubmitSm, encode
 
 __all__ = ["run"]
@@ -29,16 +29,6 @@ _HEADER = struct.Struct(">IIII")
 _SUBMIT_SM_RESP = 0x80000004
 _DELIVER_SM = 0x00000005
 _TARGET_PER_CPU_S = 30_000
-
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process, from /proc (Linux)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        stat = f.read()
-    # The command name may contain spaces; the fields after it are space-separated.
-    after = stat[stat.rindex(")") + 2 :].split()
-    ticks = int(after[11]) + int(after[12])  # fields 14 and 15 of proc(5)
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _submits(count: int, first_seq: int) -> bytes:
@@ -83,7 +73,7 @@ async def _load(
         payload = _submits(count, 2)
         size = len(payload) // count
         sent = answered = errors = 0
-        cpu_start = _cpu_seconds(pid)
+        cpu_start = cpu_seconds(pid)
         started = time.perf_counter()
         first = min(window, count)
         await stream.send_all(payload[: first * size])
@@ -116,7 +106,7 @@ async def _load(
             if replies:
                 await stream.send_all(b"".join(replies))
         wall = time.perf_counter() - started
-        cpu = _cpu_seconds(pid) - cpu_start
+        cpu = cpu_seconds(pid) - cpu_start
         results = {
             "wall_s": wall,
             "submits_per_s": count / wall,
@@ -129,26 +119,10 @@ async def _load(
 
 
 def _start_simulator(receipts: bool, log_path: str) -> tuple[subprocess.Popen[str], int]:
-    cmd = [sys.executable, "-m", "gateway.simulator", "--port", "0", "--seed", "1"]
-    cmd += ["--account", "bench:bench", "--max-binds", "1"]
-    cmd += ["--receipts", "--deliver-window", "1000"] if receipts else ["--no-receipts"]
-    cmd += ["--log", log_path]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        raise RuntimeError(f"the simulator did not start: {line!r}")
-    return proc, int(line.rsplit(":", 1)[1])
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    args = ["--seed", "1", "--account", "bench:bench", "--max-binds", "1"]
+    args += ["--receipts", "--deliver-window", "1000"] if receipts else ["--no-receipts"]
+    args += ["--log", log_path]
+    return start_simulator(args)
 
 
 def _measure(messages: int, window: int, *, receipts: bool) -> dict[str, float]:
@@ -160,7 +134,7 @@ def _measure(messages: int, window: int, *, receipts: bool) -> dict[str, float]:
             warmup = max(1000, messages // 10)
             return trio.run(_load, proc.pid, port, warmup, messages, window, receipts)
         finally:
-            _stop(proc)
+            stop_simulator(proc)
 
 
 def run(
