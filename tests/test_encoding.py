@@ -241,10 +241,8 @@ def fewest_parts(units: list[int], alone: int, per_part: int) -> int:
 
 
 def expected_parts(text: str, method: str) -> tuple[int, str]:
-    options = ["gsm7"]
-    if costs(text, "gsm7") is None:
-        options = ["gsm7-tr-single", "gsm7-tr-locking"]
-    options.append("ucs2")
+    # Fewest parts among all four options; ties go to the earlier one in this order.
+    options = ["gsm7", "gsm7-tr-single", "gsm7-tr-locking", "ucs2"]
     found: list[tuple[int, int, str]] = []
     for rank, encoding in enumerate(options):
         units = costs(text, encoding)
