@@ -1,10 +1,16 @@
-"""Code generation for the PDU codec: one straight-line decoder, encoder and ``__init__`` per
-PDU class, built once at import from the class's field layout (SMPP 3.4 §4).
+"""Code generation for the PDU codec: per PDU class, a decoder, an encoder and ``__init__``,
+built once at import from the class's field layout in :mod:`protocols.pdu` (SMPP 3.4 §4).
 
 Why generate code: a table-driven loop pays a Python-level branch and lookup per field, which
-is most of the cost of decoding a 20-field submit_sm. Generated code reads like the hand-written
-codec one would write per PDU (the ``dataclasses`` module builds ``__init__`` the same way), but
-the layout lives in one table in :mod:`protocols.pdu`, so the three directions cannot drift.
+is most of the cost of a 20-field submit_sm. Generated code reads like the hand-written codec
+one would write per PDU (``dataclasses`` builds ``__init__`` the same way), yet the layout is
+one table, so the directions cannot drift. ``pytest`` checks them against each other and
+against smpplib.
+
+Each class gets two decoders. The *careful* one checks every step and raises the precise
+RemoteProtocolError; it is the specification. The *fast* one matches all C-octet strings with
+one regular expression and hands anything unusual back to the careful one, so both accept
+exactly the same PDUs (``tests/test_pdu.py`` mutates PDUs to check that).
 
 Layout kinds (§3.1 data types):
 

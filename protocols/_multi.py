@@ -91,6 +91,7 @@ def _truncated(seq: int, cid: int) -> RemoteProtocolError:
 def decode_dests(
     data: bytes, pos: int, end: int, seq: int, cid: int
 ) -> tuple[tuple[SmeAddress | DistributionList, ...], int]:
+    """number_of_dests and dest_address(es) at ``pos``; returns them and the next position."""
     if pos >= end:
         raise _truncated(seq, cid)
     count = data[pos]
@@ -122,6 +123,7 @@ def decode_dests(
 
 
 def encode_dests(dests: tuple[SmeAddress | DistributionList, ...]) -> bytes:
+    """number_of_dests, then each destination with its dest_flag."""
     parts = [bytes((len(dests),))]
     for d in dests:
         if isinstance(d, SmeAddress):
@@ -133,6 +135,7 @@ def encode_dests(dests: tuple[SmeAddress | DistributionList, ...]) -> bytes:
 
 
 def bad_dests(dests: object) -> bool:
+    """False for a valid dest_address tuple; raises LocalProtocolError otherwise."""
     if not isinstance(dests, tuple) or len(dests) > 254:
         raise LocalProtocolError(f"dest_address={dests!r}: not a tuple of at most 254")
     for d in dests:
@@ -144,6 +147,7 @@ def bad_dests(dests: object) -> bool:
 def decode_unsucc(
     data: bytes, pos: int, end: int, seq: int, cid: int
 ) -> tuple[tuple[UnsuccessSme, ...], int]:
+    """no_unsuccess and unsuccess_sme(s) at ``pos``; returns them and the next position."""
     if pos >= end:
         raise _truncated(seq, cid)
     count = data[pos]
@@ -169,6 +173,7 @@ def decode_unsucc(
 
 
 def encode_unsucc(items: tuple[UnsuccessSme, ...]) -> bytes:
+    """no_unsuccess, then each failed destination with its error_status_code."""
     parts = [bytes((len(items),))]
     for u in items:
         raw = u.destination_addr.encode("latin-1")
@@ -180,6 +185,7 @@ def encode_unsucc(items: tuple[UnsuccessSme, ...]) -> bytes:
 
 
 def bad_unsucc(items: object) -> bool:
+    """False for a valid unsuccess_sme tuple; raises LocalProtocolError otherwise."""
     if not isinstance(items, tuple) or len(items) > 255:
         raise LocalProtocolError(f"unsuccess_sme={items!r}: not a tuple of at most 255")
     for u in items:

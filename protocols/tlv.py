@@ -242,20 +242,64 @@ def _check(name: str, value: object) -> None:
         raise LocalProtocolError(f"Tlvs.{name}: a flag without value; only True (or None)")
 
 
+class _SkipError(Exception):
+    """Raised by a parameter encoder for ``None`` (or no unknown TLVs): leave it out."""
+
+
 def _encoder(name: str) -> Callable[[Any], bytes]:
-    """The function that encodes a checked value of ``name`` whole: tag, length and value."""
-    if name == "unknown":
-        return lambda pairs: b"".join([_TL.pack(tag, len(raw)) + raw for tag, raw in pairs])
-    tag, kind, _lo, _hi = _ENCODE_TABLE[name]
+    """The function that checks a value of ``name`` and encodes it whole: tag, length, value.
+
+    Integers use a ``struct`` pack, which raises struct.error for a value out of range (and
+    for ``None``). The others raise _SkipError for ``None`` and LocalProtocolError for a bad value.
+    """
     if name in _INT_PACKERS:
         return _INT_PACKERS[name]
+    if name == "unknown":
+
+        def encode_unknown(pairs: Any) -> bytes:
+            if pairs is None or pairs == ():
+                raise _SkipError
+            _check(name, pairs)
+            return b"".join([_TL.pack(tag, len(raw)) + raw for tag, raw in pairs])
+
+        return encode_unknown
+    tag, kind, lo, hi = _ENCODE_TABLE[name]
     prefix = _PACK_H(tag)
     if kind == _CSTR:
-        return lambda text: prefix + _PACK_H(len(text) + 1) + text.encode("latin-1") + b"\0"
+
+        def encode_text(text: Any) -> bytes:
+            # receipted_message_id is in every receipt: the valid case first, no call to _check.
+            if text.__class__ is str and len(text) < hi and "\0" not in text:
+                try:
+                    raw = text.encode("latin-1")
+                except UnicodeEncodeError:
+                    pass
+                else:
+                    return prefix + _PACK_H(len(raw) + 1) + raw + b"\0"
+            return _refuse(name, text)
+
+        return encode_text
     if kind == _OCTETS:
-        return lambda raw: prefix + _PACK_H(len(raw)) + raw
+
+        def encode_octets(raw: Any) -> bytes:
+            if raw.__class__ is bytes and lo <= len(raw) <= hi:
+                return prefix + _PACK_H(len(raw)) + raw
+            return _refuse(name, raw)
+
+        return encode_octets
     flag = _TL.pack(tag, 0)
-    return lambda _value: flag
+
+    def encode_flag(value: Any) -> bytes:
+        return flag if value is True else _refuse(name, value)
+
+    return encode_flag
+
+
+def _refuse(name: str, value: object) -> bytes:
+    if value is None:
+        raise _SkipError
+    _check(name, value)
+    raise LocalProtocolError(f"Tlvs.{name}={value!r}: invalid")  # pragma: no cover
 
 
 _ENCODERS: Final = {name: _encoder(name) for name in (*_NAMES, "unknown")}
@@ -264,30 +308,27 @@ _ENCODERS: Final = {name: _encoder(name) for name in (*_NAMES, "unknown")}
 def _init(self: Tlvs, **params: Any) -> None:
     """``Tlvs.__init__``: keep the parameters given (not ``None``), checked and encoded.
 
+    One loop over what the caller passed, one encoder call per parameter; the rare cases
+    (``None``, a bad value, an unknown keyword) leave through exceptions.
+
     Raises:
         LocalProtocolError: a value the TLV's type cannot carry.
     """
     d = self.__dict__
     wire = b""
-    packers = _INT_PACKERS
+    encoders = _ENCODERS
     for name, value in params.items():
-        pack = packers.get(name)
-        if pack is not None:  # the common case, an integer: packing checks it
+        try:
+            wire += encoders[name](value)
+        except _SkipError:
+            continue
+        except struct.error:
             if value is None:
                 continue
-            try:
-                wire += pack(value)
-            except struct.error:
-                _check(name, value)
-                raise LocalProtocolError(f"Tlvs.{name}={value!r}: invalid") from None
-        else:
-            encoder = _ENCODERS.get(name)
-            if encoder is None:
-                raise TypeError(f"Tlvs() got an unexpected keyword argument {name!r}")
-            if value is None or (name == "unknown" and value == ()):
-                continue
             _check(name, value)
-            wire += encoder(value)
+            raise LocalProtocolError(f"Tlvs.{name}={value!r}: invalid") from None
+        except KeyError:
+            raise TypeError(f"Tlvs() got an unexpected keyword argument {name!r}") from None
         d[name] = value
     _set_wire(self, wire)
 
