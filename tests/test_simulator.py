@@ -30,6 +30,7 @@ import trio
 import trio.testing
 
 from gateway.simulator import (
+    RECEIPT_STATES,
     MoMessage,
     SimulatorHandle,
     SimulatorSettings,
@@ -846,3 +847,35 @@ async def test_smpplib_client_interoperates() -> None:
     assert "stat:DELIVRD" in text
     assert sim.stats.deliver_sm_resp_ok == 1
     assert sim.stats.unbinds == 1
+
+
+@pytest.mark.parametrize("state", sorted(RECEIPT_STATES))
+@pytest.mark.parametrize("decimal_id", [False, True])
+def test_simulator_receipt_text_parses_with_our_receipt_parser(
+    state: str, decimal_id: bool
+) -> None:
+    """The simulator formats receipts on its own fast path; it must agree with the parser."""
+    import datetime as dt
+
+    from gateway.simulator._receipts import PendingReceipt, receipt_text
+    from protocols.constants import MessageState
+    from protocols.pdu import SubmitSm
+    from protocols.receipts import message_id_keys, parse_receipt
+
+    submit = SubmitSm(source_addr="ULAK", destination_addr="905321234567", short_message=b"hi")
+    pending = PendingReceipt(
+        system_id="ulak",
+        origin=None,
+        message_id="1a2b3c",
+        state=state,
+        submit=submit,
+        submit_time=1_800_000_000,
+    )
+    text = receipt_text(pending, decimal_id=decimal_id, done_time=1_800_000_120)
+    receipt = parse_receipt(text)
+    assert set(message_id_keys(receipt.message_id)) & set(message_id_keys("1a2b3c"))
+    assert receipt.message_id == (str(0x1A2B3C) if decimal_id else "1a2b3c")
+    assert receipt.state is MessageState(RECEIPT_STATES[state])
+    assert receipt.submitted == dt.datetime(2027, 1, 15, 8, 0)
+    assert receipt.done == dt.datetime(2027, 1, 15, 8, 2)
+    assert receipt.text == "hi"
