@@ -91,6 +91,7 @@ async def _measure(
         await trio.sleep(_WARMUP_S)
         counts = queue.counts
         sent0, cpu0, sim0 = counts["submitted"], time.process_time(), cpu_seconds(pid)
+        before = supervisor.stats().totals
         wall0 = time.perf_counter()
         await trio.sleep(seconds)
         sent1, cpu1, sim1 = counts["submitted"], time.process_time(), cpu_seconds(pid)
@@ -100,7 +101,10 @@ async def _measure(
     if queue.pending() == 0:
         logging.getLogger(__name__).warning("the queue ran dry: the figure is a lower bound")
     done = sent1 - sent0
+    answered = totals.submitted - before.submitted
+    response_s = totals.response_time_s - before.response_time_s
     return {
+        "observed_rtt_ms": 1000.0 * response_s / answered if answered else 0.0,
         "messages": float(done),
         "wall_s": wall,
         "msgs_per_s": done / wall,
@@ -140,6 +144,13 @@ def run(
     result["bound_msgs_per_s"] = 0.0 if cpu_bound else bound
     result["fraction_of_bound"] = 0.0 if cpu_bound else result["msgs_per_s"] / bound
     result["cpu_bound"] = 1.0 if cpu_bound else 0.0
+    # What the window allows at the round trip the gateway actually saw (the configured RTT plus
+    # loopback, wake-up and both sides' processing): how full the windows were kept.
+    observed_s = result["observed_rtt_ms"] / 1000.0
+    observed_bound = _bound(binds, window, result["observed_rtt_ms"], tps) if observed_s else 0.0
+    result["fraction_of_observed_bound"] = (
+        result["msgs_per_s"] / observed_bound if not cpu_bound and observed_bound else 0.0
+    )
     limit = "none (CPU-bound)" if cpu_bound else f"{bound:,.0f} msg/s"
     tps_text = "unlimited" if tps is None else f"{tps:g}"
     print(f"binds={binds} window={window} rtt={rtt_ms:g}ms tps/bind={tps_text} {seconds:g}s")
@@ -147,6 +158,10 @@ def run(
     print(f"  bound      {limit:>12}   min(N*W/R, N*tps)")
     if not cpu_bound:
         print(f"  of bound   {result['fraction_of_bound']:>12.1%}")
+        print(
+            f"  observed RTT {result['observed_rtt_ms']:.2f} ms (submit_sm → resp):"
+            f" {result['fraction_of_observed_bound']:.1%} of N*W/RTT at that round trip"
+        )
     print(
         f"  CPU        gateway {result['cpu_gateway_s']:.2f}s"
         f" ({result['gateway_msgs_per_cpu_s']:,.0f} msg per CPU-s),"

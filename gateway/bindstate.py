@@ -117,6 +117,8 @@ class BindCounters:
     """submit_sm written."""
     submitted: int = 0
     """submit_sm_resp with ESME_ROK."""
+    response_time_s: float = 0.0
+    """Sum of submit_sm → submit_sm_resp times over ``submitted`` (the observed round trip)."""
     rejected: int = 0
     throttled: int = 0
     """ESME_RTHROTTLED / ESME_RMSGQFUL answers."""

@@ -402,6 +402,7 @@ class Connection:
         is_resp = type(response) is SubmitSmResp
         if status == 0 and is_resp:
             counters.submitted += 1
+            counters.response_time_s += event.elapsed
             sink.on_submitted(part, cast(SubmitSmResp, response).message_id, self._name, now)
         elif status in _THROTTLING:
             # Some SMSCs throttle with a generic_nack: either way, slow down and try later.

@@ -10,6 +10,8 @@ from typing import TextIO
 
 import trio
 
+from gateway.clock import PreciseClock
+
 from ._server import SimulatorHandle, serve_simulator
 from ._settings import MoMessage, SimulatorSettings, parse_receipt_mix
 
@@ -198,7 +200,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     gc.set_threshold(50_000, 50, 100)
     failure: BaseException | None = None
     try:
-        trio.run(_main, settings, args.status_interval_s)
+        trio.run(_main, settings, args.status_interval_s, clock=PreciseClock())
     except* OSError as group:  # the port is taken, the log file cannot be opened, ...
         failure = group.exceptions[0]
     if failure is not None:
