@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from collections.abc import Hashable
 from typing import Protocol
 
 from protocols.pdu import DataSm, DeliverSm, SubmitSm
 
 __all__ = ["OutboundPart", "PartId", "PartSink", "PartSource", "RetryReason"]
 
-PartId = int | str
-"""The pipeline's identifier of one message part (a store row id, or any hashable key)."""
+PartId = Hashable
+"""The pipeline's identifier of one message part: any hashable key (the pipeline passes its
+compact queued-part record, so a retried part goes back to its queue as it was)."""
 
 
 @dataclass(slots=True, eq=False)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import trio
 
@@ -190,4 +190,4 @@ def with_overrides(settings: RouteSettings, **overrides: Any) -> RouteSettings:
 
 
 def ids(parts: Iterable[OutboundPart]) -> set[int]:
-    return {int(p.part_id) for p in parts}
+    return {cast(int, p.part_id) for p in parts}
