@@ -1,0 +1,106 @@
+"""The durable store's interface. Two implementations: :mod:`queues.sqlite` (embedded default)
+and :mod:`queues.postgres` (asyncpg under trio-asyncio). One contract suite
+(``tests/store_contract.py``) runs against both.
+
+Every method is a plain trio coroutine function: whatever the implementation does underneath
+(a writer thread, an asyncio loop) stays inside its module.
+
+**Group commit.** ``accept`` and ``record`` may be called by many tasks at once; the store joins
+what they hand it into few transactions (one commit for everything waiting when the previous
+commit ended) and each call returns only after the commit that holds its rows. A crash before
+that return may lose the call's rows, never rows of a call that returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from queues.model import (
+    AcceptResult,
+    ConsentRecord,
+    MessageRecord,
+    MessageView,
+    NewMessage,
+    OtpRecord,
+    PartRef,
+    Transition,
+)
+
+__all__ = ["Store", "StoreError"]
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked (unreachable, schema newer than this code, ...)."""
+
+
+class Store(Protocol):
+    """What the pipeline needs from durable storage."""
+
+    async def accept(self, messages: Sequence[NewMessage]) -> list[AcceptResult]:
+        """Store new messages durably (status ``accepted`` or ``deferred`` as given, one row per
+        part with the same status, and the first transition) and return one result per input,
+        in order. A message whose ``(tenant, idempotency_key)`` is already stored is not stored
+        again: REPLAYED with the stored id when ``request_hash`` matches, else CONFLICT."""
+        ...
+
+    async def record(self, transitions: Sequence[Transition]) -> None:
+        """Store status transitions, each with its time, in one group commit.
+
+        A part transition updates the part (and its ``smsc_id`` when given, indexed by its
+        canonical form for :meth:`find_part`); a message transition updates the message. Every
+        transition is also appended to the history. Transitions of unknown messages are ignored.
+        """
+        ...
+
+    async def find_part(self, smsc_id_keys: Sequence[str]) -> PartRef | None:
+        """The part whose canonical SMSC id is any of ``smsc_id_keys``
+        (``protocols.receipts.message_id_keys``), or None."""
+        ...
+
+    async def get_message(self, tenant: str, message_id: str) -> MessageView | None:
+        """A tenant's message with its parts and history (None for another tenant's)."""
+        ...
+
+    def unfinished(self, batch: int = 10_000) -> AsyncIterator[list[MessageRecord]]:
+        """Every message not yet final, oldest first, in batches (the queues are rebuilt from
+        this at start). Parts already submitted are left to their receipts: the record's
+        ``status`` is the message's, and :meth:`parts_to_send` says which parts still go out."""
+        ...
+
+    async def parts_to_send(self, message_id: str) -> list[int]:
+        """Indices of a message's parts not yet submitted (all of them for a new message)."""
+        ...
+
+    async def marketing_sends_since(self, since: float) -> list[tuple[str, str, float]]:
+        """``(tenant, msisdn, submitted_at)`` of marketing messages submitted at or after
+        ``since``: the frequency-cap counters are rebuilt from this at start."""
+        ...
+
+    async def set_consent(self, record: ConsentRecord) -> None:
+        """Append to the consent ledger; the latest entry per (tenant, msisdn) is in force."""
+        ...
+
+    async def get_consent(self, tenant: str, msisdn: str) -> ConsentRecord | None:
+        """The entry in force, or None when the number has no record."""
+        ...
+
+    async def consent_history(self, tenant: str, msisdn: str) -> list[ConsentRecord]:
+        """Every ledger entry of (tenant, msisdn), oldest first."""
+        ...
+
+    async def put_otp(self, record: OtpRecord) -> None:
+        """Store a new OTP request."""
+        ...
+
+    async def get_otp(self, tenant: str, request_id: str) -> OtpRecord | None:
+        """A tenant's OTP request (None for another tenant's)."""
+        ...
+
+    async def update_otp(self, record: OtpRecord) -> None:
+        """Store the attempts and ``used_at`` of an existing OTP request."""
+        ...
+
+    async def aclose(self) -> None:
+        """Commit what is pending and release the connection(s)."""
+        ...
