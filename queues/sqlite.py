@@ -1,0 +1,706 @@
+"""The embedded durable store: one SQLite file in WAL mode, one writer, group commit.
+
+Writes (``accept``, ``record``, consent and OTP) are jobs on a queue. One writer task takes
+everything pending (up to ``max_batch`` messages), runs it in one transaction on the single
+write connection in a worker thread, commits, and only then wakes the callers of that group:
+a caller returns after the fsync that holds its rows, and one fsync serves the whole group.
+The worker threads share a capacity limiter of 1, so groups are applied strictly in order.
+
+Reads use their own connections (WAL lets them run beside the writer and see the last
+commit), also in worker threads, so no SQLite call ever blocks the trio thread.
+
+The writer is a trio system task started by :meth:`SQLiteStore.open` and joined by
+:meth:`SQLiteStore.aclose`: the store's ``open``/``aclose`` life cycle is not tied to a
+nursery of the caller's, and callers cancelled while they wait must not stop the writer that
+serves the others (their rows are still committed; only the answer is dropped).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import trio
+
+from protocols.receipts import message_id_keys
+from queues.migrations import migrate
+from queues.model import (
+    AcceptOutcome,
+    AcceptResult,
+    ConsentRecord,
+    MessageClass,
+    MessageRecord,
+    MessageView,
+    NewMessage,
+    OtpRecord,
+    PartRef,
+    PartView,
+    Status,
+    StatusEvent,
+    Transition,
+)
+from queues.store import StoreError
+
+__all__ = ["SQLiteStore"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Must read exactly as in the partial index `messages_unfinished` (migrations), or SQLite
+# cannot use that index.
+_UNFINISHED = "status IN ('accepted', 'deferred', 'queued', 'submitted')"
+_NOT_SENT = ("accepted", "deferred", "queued")
+_READERS = 4
+_KEY_CHUNK = 500  # well under SQLite's host-parameter limit
+
+_MESSAGE_COLUMNS = (
+    "id, tenant, klass, msisdn, sender, text, encoding, parts, created_at, valid_until,"
+    " not_before, reference, callback_url, idempotency_key, request_hash, status"
+)
+
+JobKind = Literal["accept", "record", "consent", "otp_put", "otp_update"]
+
+
+@dataclass(eq=False, slots=True)
+class _Job:
+    """One caller's write, waiting for the commit that holds it."""
+
+    kind: JobKind
+    size: int
+    messages: Sequence[NewMessage] = ()
+    transitions: Sequence[Transition] = ()
+    consent: ConsentRecord | None = None
+    otp: OtpRecord | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+    results: list[AcceptResult] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+class SQLiteStore:
+    """:class:`queues.store.Store` on one SQLite file (see the module docstring).
+
+    Attributes:
+        commits: transactions committed by the writer so far (group commit makes this far
+            smaller than the number of write calls under load).
+    """
+
+    def __init__(
+        self,
+        writer: sqlite3.Connection,
+        readers: list[sqlite3.Connection],
+        *,
+        max_batch: int,
+        max_delay_s: float,
+    ) -> None:
+        # Use `open`: the connections must already be configured and migrated.
+        self.commits = 0
+        self._conn = writer
+        self._readers = readers
+        self._shared_reader = readers == [writer]
+        self._max_batch = max_batch
+        self._max_delay = max_delay_s
+        self._write_limiter = trio.CapacityLimiter(1)
+        self._read_limiter = trio.CapacityLimiter(len(readers))
+        self._pending: collections.deque[_Job] = collections.deque()
+        self._pending_size = 0
+        self._wake = trio.Event()
+        self._full = trio.Event()
+        self._stopped = trio.Event()
+        self._closing = False
+        self._closed = False
+        self._reads = 0
+        self._reads_done = trio.Event()
+
+    @classmethod
+    async def open(
+        cls, path: str, *, max_batch: int = 1000, max_delay_s: float = 0.002
+    ) -> SQLiteStore:
+        """Open (creating and migrating as needed) the database at ``path``.
+
+        Args:
+            path: a file path, or ``":memory:"`` (tests; reads then share the write connection).
+            max_batch: at most this many messages (or transitions) per transaction.
+            max_delay_s: how long the first write of an idle store waits for others to join.
+
+        Raises:
+            StoreError: the file cannot be opened, or its schema is newer than this code.
+        """
+        writer, readers = await trio.to_thread.run_sync(_connect, path)
+        store = cls(writer, readers, max_batch=max_batch, max_delay_s=max_delay_s)
+        trio.lowlevel.spawn_system_task(store._writer, name=f"sqlite writer {path}")
+        return store
+
+    # --- writes -----------------------------------------------------------------------------
+
+    async def accept(self, messages: Sequence[NewMessage]) -> list[AcceptResult]:
+        if not messages:
+            await trio.lowlevel.checkpoint()
+            return []
+        job = await self._submit(_Job("accept", len(messages), messages=list(messages)))
+        return job.results
+
+    async def record(self, transitions: Sequence[Transition]) -> None:
+        if not transitions:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._submit(_Job("record", len(transitions), transitions=list(transitions)))
+
+    async def set_consent(self, record: ConsentRecord) -> None:
+        await self._submit(_Job("consent", 1, consent=record))
+
+    async def put_otp(self, record: OtpRecord) -> None:
+        await self._submit(_Job("otp_put", 1, otp=record))
+
+    async def update_otp(self, record: OtpRecord) -> None:
+        await self._submit(_Job("otp_update", 1, otp=record))
+
+    async def _submit(self, job: _Job) -> _Job:
+        if self._closing:
+            raise StoreError("the store is closed")
+        self._pending.append(job)
+        self._pending_size += job.size
+        self._wake.set()
+        if self._pending_size >= self._max_batch:
+            self._full.set()
+        # Cancelling this wait leaves the job queued: it is committed all the same, and the
+        # writer never depends on its caller still listening.
+        await job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job
+
+    async def _writer(self) -> None:
+        try:
+            idle = True
+            while True:
+                if not self._pending:
+                    if self._closing:
+                        return
+                    self._wake = trio.Event()
+                    await self._wake.wait()
+                    idle = True
+                    continue
+                # The first write after a quiet spell waits a moment for company; writes that
+                # queued during a commit go with the next one at once.
+                if (
+                    idle
+                    and self._max_delay > 0
+                    and not self._closing
+                    and self._pending_size < self._max_batch
+                ):
+                    self._full = trio.Event()
+                    with trio.move_on_after(self._max_delay):
+                        await self._full.wait()
+                idle = False
+                group = self._take_group()
+                try:
+                    await trio.to_thread.run_sync(
+                        self._write_group, group, limiter=self._write_limiter
+                    )
+                except Exception as exc:  # the writer must outlive any one group
+                    logger.exception("SQLite writer group failed")
+                    for job in group:
+                        job.error = exc
+                for job in group:
+                    job.done.set()
+        finally:
+            self._stopped.set()
+
+    def _take_group(self) -> list[_Job]:
+        group: list[_Job] = []
+        size = 0
+        while self._pending:
+            job = self._pending[0]
+            if group and size + job.size > self._max_batch:
+                break
+            self._pending.popleft()
+            group.append(job)
+            size += job.size
+        self._pending_size -= size
+        return group
+
+    # --- the writer thread ------------------------------------------------------------------
+
+    def _write_group(self, group: list[_Job]) -> None:
+        """Apply a group in one transaction; if it fails, apply its jobs one by one so that
+        one bad job (say, a duplicate message id) fails only its own caller."""
+        try:
+            self._transaction(group)
+        except Exception as exc:
+            if len(group) == 1:
+                group[0].error = _store_error(exc)
+                return
+            logger.warning("group commit of %d jobs failed, retrying one by one", len(group))
+            for job in group:
+                try:
+                    self._transaction([job])
+                except Exception as job_exc:
+                    job.error = _store_error(job_exc)
+
+    def _transaction(self, group: list[_Job]) -> None:
+        conn = self._conn
+        results: dict[int, list[AcceptResult]] = {}
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Consecutive jobs of one kind go in one batch (one executemany per table); the
+            # order across kinds is kept, so a record after its accept finds the rows.
+            i = 0
+            while i < len(group):
+                kind = group[i].kind
+                j = i
+                while j < len(group) and group[j].kind == kind:
+                    j += 1
+                run = group[i:j]
+                if kind == "accept":
+                    flat = [m for job in run for m in job.messages]
+                    outcomes = _insert_messages(conn, flat)
+                    start = 0
+                    for job in run:
+                        results[id(job)] = outcomes[start : start + len(job.messages)]
+                        start += len(job.messages)
+                elif kind == "record":
+                    _apply_transitions(conn, [t for job in run for t in job.transitions])
+                else:
+                    for job in run:
+                        _apply_single(conn, job)
+                i = j
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self.commits += 1
+        for job in group:
+            job.results = results.get(id(job), [])
+            job.error = None
+
+    # --- reads ------------------------------------------------------------------------------
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closing:
+            raise StoreError("the store is closed")
+        self._reads += 1
+        try:
+            if self._shared_reader:
+                # ":memory:": one connection, so reads queue with the writer's groups.
+                return await trio.to_thread.run_sync(
+                    _in_snapshot, fn, self._conn, limiter=self._write_limiter
+                )
+            async with self._read_limiter:
+                conn = self._readers.pop()
+                try:
+                    return await trio.to_thread.run_sync(_in_snapshot, fn, conn)
+                finally:
+                    self._readers.append(conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite: {exc}") from exc
+        finally:
+            self._reads -= 1
+            if self._reads == 0:
+                self._reads_done.set()
+
+    async def find_part(self, smsc_id_keys: Sequence[str]) -> PartRef | None:
+        keys = list(dict.fromkeys(smsc_id_keys))
+        if not keys:
+            await trio.lowlevel.checkpoint()
+            return None
+
+        def read(conn: sqlite3.Connection) -> PartRef | None:
+            marks = ",".join("?" * len(keys))
+            rows = conn.execute(
+                "SELECT p.message_id, p.idx, m.parts, m.tenant, p.status, p.smsc_key,"
+                " p.submitted_at FROM parts p JOIN messages m ON m.id = p.message_id"
+                f" WHERE p.smsc_key IN ({marks})",
+                keys,
+            ).fetchall()
+            if not rows:
+                return None
+            # Several candidates (see message_id_keys on false matches): prefer the one written
+            # in the receipt's own form, then a part still waiting, then the latest submitted.
+            best = max(
+                rows,
+                key=lambda r: (r[5] == keys[0], not Status(r[4]).is_final, r[6] or 0.0),
+            )
+            return PartRef(best[0], best[1], best[2], best[3], Status(best[4]))
+
+        return await self._read(read)
+
+    async def get_message(self, tenant: str, message_id: str) -> MessageView | None:
+        def read(conn: sqlite3.Connection) -> MessageView | None:
+            row = conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ? AND tenant = ?",
+                (message_id, tenant),
+            ).fetchone()
+            if row is None:
+                return None
+            parts = tuple(
+                PartView(idx, Status(status), smsc_id, error)
+                for idx, status, smsc_id, error in conn.execute(
+                    "SELECT idx, status, smsc_id, error FROM parts"
+                    " WHERE message_id = ? ORDER BY idx",
+                    (message_id,),
+                )
+            )
+            history = tuple(
+                StatusEvent(Status(status), at, part, error)
+                for status, at, part, error in conn.execute(
+                    "SELECT status, at, part, error FROM transitions"
+                    " WHERE message_id = ? ORDER BY at, rowid",
+                    (message_id,),
+                )
+            )
+            return MessageView(_message(row), parts, history)
+
+        return await self._read(read)
+
+    async def unfinished(self, batch: int = 10_000) -> AsyncIterator[list[MessageRecord]]:
+        # Keyset pagination on (created_at, id): each batch is a short read, and messages that
+        # become final meanwhile simply drop out.
+        after: tuple[float, str] | None = None
+        while True:
+
+            def read(
+                conn: sqlite3.Connection, after: tuple[float, str] | None = after
+            ) -> list[Any]:
+                if after is None:
+                    return conn.execute(
+                        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {_UNFINISHED}"
+                        " ORDER BY created_at, id LIMIT ?",
+                        (batch,),
+                    ).fetchall()
+                return conn.execute(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {_UNFINISHED}"
+                    " AND (created_at, id) > (?, ?) ORDER BY created_at, id LIMIT ?",
+                    (*after, batch),
+                ).fetchall()
+
+            rows = await self._read(read)
+            if not rows:
+                return
+            records = [_message(row) for row in rows]
+            yield records
+            if len(rows) < batch:
+                return
+            after = (records[-1].created_at, records[-1].id)
+
+    async def parts_to_send(self, message_id: str) -> list[int]:
+        def read(conn: sqlite3.Connection) -> list[int]:
+            return [
+                int(idx)
+                for (idx,) in conn.execute(
+                    "SELECT idx FROM parts WHERE message_id = ? AND status IN (?, ?, ?)"
+                    " ORDER BY idx",
+                    (message_id, *_NOT_SENT),
+                )
+            ]
+
+        return await self._read(read)
+
+    async def marketing_sends_since(self, since: float) -> list[tuple[str, str, float]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[str, str, float]]:
+            # A message counts once, at its first part's submission.
+            rows = conn.execute(
+                "SELECT m.tenant, m.msisdn, min(p.submitted_at) AS first FROM messages m"
+                " JOIN parts p ON p.message_id = m.id"
+                " WHERE m.klass = ? AND m.id IN"
+                " (SELECT message_id FROM parts WHERE submitted_at >= ?)"
+                " GROUP BY m.id HAVING first >= ? ORDER BY first, m.id",
+                (MessageClass.MARKETING.value, since, since),
+            ).fetchall()
+            return [(str(t), str(n), float(at)) for t, n, at in rows]
+
+        return await self._read(read)
+
+    async def get_consent(self, tenant: str, msisdn: str) -> ConsentRecord | None:
+        def read(conn: sqlite3.Connection) -> ConsentRecord | None:
+            row = conn.execute(
+                "SELECT tenant, msisdn, opted_in, source, at FROM consent"
+                " WHERE tenant = ? AND msisdn = ? ORDER BY at DESC, rowid DESC LIMIT 1",
+                (tenant, msisdn),
+            ).fetchone()
+            return None if row is None else _consent(row)
+
+        return await self._read(read)
+
+    async def consent_history(self, tenant: str, msisdn: str) -> list[ConsentRecord]:
+        def read(conn: sqlite3.Connection) -> list[ConsentRecord]:
+            return [
+                _consent(row)
+                for row in conn.execute(
+                    "SELECT tenant, msisdn, opted_in, source, at FROM consent"
+                    " WHERE tenant = ? AND msisdn = ? ORDER BY at, rowid",
+                    (tenant, msisdn),
+                )
+            ]
+
+        return await self._read(read)
+
+    async def get_otp(self, tenant: str, request_id: str) -> OtpRecord | None:
+        def read(conn: sqlite3.Connection) -> OtpRecord | None:
+            row = conn.execute(
+                "SELECT request_id, tenant, msisdn, code_hash, created_at, expires_at, attempts,"
+                " used_at, message_id FROM otp WHERE request_id = ? AND tenant = ?",
+                (request_id, tenant),
+            ).fetchone()
+            if row is None:
+                return None
+            return OtpRecord(
+                row[0], row[1], row[2], bytes(row[3]), row[4], row[5], row[6], row[7], row[8]
+            )
+
+        return await self._read(read)
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Commit every pending write, stop the writer and close the connections."""
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closing = True
+        self._wake.set()
+        self._full.set()
+        await self._stopped.wait()
+        # Reads already in a worker thread finish before their connection is closed.
+        while self._reads:
+            self._reads_done = trio.Event()
+            await self._reads_done.wait()
+        self._closed = True
+
+        def close() -> None:
+            for conn in {id(c): c for c in [self._conn, *self._readers]}.values():
+                conn.close()
+
+        await trio.to_thread.run_sync(close, limiter=self._write_limiter)
+
+
+# --- helpers run in worker threads ----------------------------------------------------------
+
+
+def _connect(path: str) -> tuple[sqlite3.Connection, list[sqlite3.Connection]]:
+    try:
+        writer = _connection(path)
+        if path != ":memory:":
+            mode = writer.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{path}: cannot switch SQLite to WAL mode (got {mode})")
+        # "Accept means durable" (DESIGN §2): with WAL, synchronous=NORMAL fsyncs only at
+        # checkpoints, so a power cut could lose commits that were acknowledged; FULL fsyncs
+        # the WAL at every commit, one fsync per group.
+        writer.execute("PRAGMA synchronous=FULL")
+        migrate(writer)
+        if path == ":memory:":
+            return writer, [writer]
+        readers = []
+        for _ in range(_READERS):
+            reader = _connection(path)
+            reader.execute("PRAGMA query_only=1")
+            readers.append(reader)
+        return writer, readers
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: {exc}") from exc
+
+
+def _connection(path: str) -> sqlite3.Connection:
+    # Autocommit mode: transactions are begun explicitly (BEGIN IMMEDIATE for the writer).
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+def _in_snapshot(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
+    """Run a read in one transaction, so its several SELECTs see one commit."""
+    conn.execute("BEGIN")
+    try:
+        return fn(conn)
+    finally:
+        conn.execute("ROLLBACK")
+
+
+def _insert_messages(conn: sqlite3.Connection, messages: list[NewMessage]) -> list[AcceptResult]:
+    """Insert what is new; REPLAYED/CONFLICT for a key already stored or earlier in the list."""
+    seen = _stored_keys(conn, messages)
+    results: list[AcceptResult] = []
+    new: list[NewMessage] = []
+    for m in messages:
+        if m.idempotency_key is not None:
+            key = (m.tenant, m.idempotency_key)
+            stored = seen.get(key)
+            if stored is not None:
+                stored_id, stored_hash = stored
+                outcome = (
+                    AcceptOutcome.REPLAYED
+                    if stored_hash == m.request_hash
+                    else AcceptOutcome.CONFLICT
+                )
+                results.append(AcceptResult(stored_id, outcome))
+                continue
+            seen[key] = (m.id, m.request_hash)
+        new.append(m)
+        results.append(AcceptResult(m.id, AcceptOutcome.CREATED))
+    conn.executemany(
+        f"INSERT INTO messages ({_MESSAGE_COLUMNS}, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                m.id,
+                m.tenant,
+                m.klass.value,
+                m.to,
+                m.sender,
+                m.text,
+                m.encoding,
+                m.parts,
+                m.created_at,
+                m.valid_until,
+                m.not_before,
+                m.reference,
+                m.callback_url,
+                m.idempotency_key,
+                m.request_hash,
+                m.status.value,
+                m.created_at,
+            )
+            for m in new
+        ],
+    )
+    conn.executemany(
+        "INSERT INTO parts (message_id, idx, status) VALUES (?, ?, ?)",
+        [(m.id, idx, m.status.value) for m in new for idx in range(m.parts)],
+    )
+    conn.executemany(
+        "INSERT INTO transitions (message_id, part, status, at, error)"
+        " VALUES (?, NULL, ?, ?, NULL)",
+        [(m.id, m.status.value, m.created_at) for m in new],
+    )
+    return results
+
+
+def _stored_keys(
+    conn: sqlite3.Connection, messages: list[NewMessage]
+) -> dict[tuple[str, str], tuple[str, str | None]]:
+    by_tenant: dict[str, set[str]] = {}
+    for m in messages:
+        if m.idempotency_key is not None:
+            by_tenant.setdefault(m.tenant, set()).add(m.idempotency_key)
+    found: dict[tuple[str, str], tuple[str, str | None]] = {}
+    for tenant, key_set in by_tenant.items():
+        keys = sorted(key_set)
+        for start in range(0, len(keys), _KEY_CHUNK):
+            chunk = keys[start : start + _KEY_CHUNK]
+            for key, message_id, request_hash in conn.execute(
+                "SELECT idempotency_key, id, request_hash FROM messages"
+                f" WHERE tenant = ? AND idempotency_key IN ({','.join('?' * len(chunk))})",
+                (tenant, *chunk),
+            ):
+                found[(tenant, key)] = (message_id, request_hash)
+    return found
+
+
+def _apply_transitions(conn: sqlite3.Connection, transitions: list[Transition]) -> None:
+    part_rows = []
+    message_rows = []
+    for t in transitions:
+        if t.part is None:
+            message_rows.append((t.status.value, t.at, t.message_id))
+            continue
+        keys = message_id_keys(t.smsc_id) if t.smsc_id is not None else ()
+        submitted_at = t.at if t.status is Status.SUBMITTED else None
+        part_rows.append(
+            (
+                t.status.value,
+                t.smsc_id,
+                keys[0] if keys else None,
+                t.error,
+                submitted_at,
+                t.message_id,
+                t.part,
+            )
+        )
+    # executemany keeps the input order, so several transitions of one part end on the last.
+    conn.executemany(
+        "UPDATE parts SET status = ?, smsc_id = coalesce(?, smsc_id),"
+        " smsc_key = coalesce(?, smsc_key), error = ?,"
+        " submitted_at = coalesce(?, submitted_at) WHERE message_id = ? AND idx = ?",
+        part_rows,
+    )
+    conn.executemany(
+        "UPDATE messages SET status = ?, updated_at = ? WHERE id = ?",
+        message_rows,
+    )
+    conn.executemany(
+        "INSERT INTO transitions (message_id, part, status, at, error)"
+        " SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?)",
+        [(t.message_id, t.part, t.status.value, t.at, t.error, t.message_id) for t in transitions],
+    )
+
+
+def _apply_single(conn: sqlite3.Connection, job: _Job) -> None:
+    if job.kind == "consent":
+        c = job.consent
+        assert c is not None
+        conn.execute(
+            "INSERT INTO consent (tenant, msisdn, opted_in, source, at) VALUES (?, ?, ?, ?, ?)",
+            (c.tenant, c.msisdn, int(c.opted_in), c.source, c.at),
+        )
+        return
+    o = job.otp
+    assert o is not None
+    if job.kind == "otp_put":
+        conn.execute(
+            "INSERT INTO otp (request_id, tenant, msisdn, code_hash, created_at, expires_at,"
+            " attempts, used_at, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                o.request_id,
+                o.tenant,
+                o.msisdn,
+                o.code_hash,
+                o.created_at,
+                o.expires_at,
+                o.attempts,
+                o.used_at,
+                o.message_id,
+            ),
+        )
+    else:
+        conn.execute(
+            "UPDATE otp SET attempts = ?, used_at = ?, message_id = coalesce(?, message_id)"
+            " WHERE request_id = ? AND tenant = ?",
+            (o.attempts, o.used_at, o.message_id, o.request_id, o.tenant),
+        )
+
+
+def _message(row: Sequence[Any]) -> MessageRecord:
+    return MessageRecord(
+        id=row[0],
+        tenant=row[1],
+        klass=MessageClass(row[2]),
+        to=row[3],
+        sender=row[4],
+        text=row[5],
+        encoding=row[6],
+        parts=row[7],
+        created_at=row[8],
+        valid_until=row[9],
+        not_before=row[10],
+        reference=row[11],
+        callback_url=row[12],
+        idempotency_key=row[13],
+        request_hash=row[14],
+        status=Status(row[15]),
+    )
+
+
+def _consent(row: Sequence[Any]) -> ConsentRecord:
+    return ConsentRecord(row[0], row[1], bool(row[2]), row[3], row[4])
+
+
+def _store_error(exc: Exception) -> Exception:
+    if isinstance(exc, sqlite3.Error):
+        return StoreError(f"SQLite: {exc}")
+    return exc

@@ -1,0 +1,494 @@
+"""The contract every durable store meets (:class:`queues.store.Store`).
+
+Plain test functions; a module imports them and provides two fixtures:
+
+- ``store``: a fresh, open store (a :class:`ContractStore`);
+- ``reopen``: an async callable that closes the store it was given and opens a new one on the
+  same data (the durability tests use it); the fixture closes whatever is open at teardown.
+
+Only the ``Store`` protocol (plus the ``commits`` counter) is used here, never an
+implementation's details. Each test works under its own random tenant, so the suite also runs
+on a database shared with other tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import trio
+
+from protocols.receipts import message_id_keys
+from queues.model import (
+    AcceptOutcome,
+    AcceptResult,
+    ConsentRecord,
+    MessageClass,
+    NewMessage,
+    OtpRecord,
+    PartRef,
+    PartView,
+    Status,
+    StatusEvent,
+    Transition,
+)
+from queues.store import Store
+
+__all__ = [
+    "ContractStore",
+    "Reopen",
+    "test_accept_deferred_keeps_status_on_parts",
+    "test_accept_then_get_message",
+    "test_accepts_from_many_tasks_share_commits",
+    "test_cancelled_caller_leaves_the_writer_working",
+    "test_concurrent_same_key_creates_once",
+    "test_consent_latest_wins_and_history",
+    "test_find_part_by_smsc_id_variants",
+    "test_find_part_prefers_the_receipts_own_form",
+    "test_idempotency_replayed_and_conflict",
+    "test_idempotency_within_one_call",
+    "test_marketing_sends_since",
+    "test_otp_put_get_update_and_tenant_isolation",
+    "test_parts_to_send",
+    "test_record_part_and_message_transitions",
+    "test_record_unknown_message_is_ignored",
+    "test_unfinished_excludes_final_and_survives_reopen",
+    "test_writes_survive_reopen",
+]
+
+T0 = 1_750_000_000.0
+
+
+class ContractStore(Store, Protocol):
+    """A store with the group-commit counter the suite checks."""
+
+    commits: int
+
+
+Reopen = Callable[[ContractStore], Awaitable[ContractStore]]
+
+_serial = itertools.count()
+
+
+def _tenant() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def _message(tenant: str, **overrides: Any) -> NewMessage:
+    n = next(_serial)
+    fields: dict[str, Any] = {
+        "id": f"msg-{uuid.uuid4().hex}",
+        "tenant": tenant,
+        "klass": MessageClass.TRANSACTIONAL,
+        "to": "+905321234567",
+        "sender": "ULAK",
+        "text": f"hello {n}",
+        "encoding": "gsm7",
+        "parts": 1,
+        "created_at": T0 + n * 0.001,
+        "valid_until": T0 + 86_400,
+    }
+    fields.update(overrides)
+    return NewMessage(**fields)
+
+
+async def _ids(store: ContractStore, tenant: str, batch: int = 10_000) -> list[str]:
+    return [m.id async for b in store.unfinished(batch) for m in b if m.tenant == tenant]
+
+
+# --- accept -----------------------------------------------------------------------------------
+
+
+async def test_accept_then_get_message(store: ContractStore) -> None:
+    tenant = _tenant()
+    message = _message(
+        tenant,
+        klass=MessageClass.MARKETING,
+        text="İndirim: %20 — şimdi",
+        encoding="ucs2",
+        parts=3,
+        not_before=T0 + 60,
+        reference="order-17",
+        callback_url="https://example.com/hook",
+        idempotency_key="k-1",
+        request_hash="h-1",
+    )
+    assert await store.accept([message]) == [AcceptResult(message.id, AcceptOutcome.CREATED)]
+
+    view = await store.get_message(tenant, message.id)
+    assert view is not None
+    assert view.message == message
+    assert view.parts == tuple(PartView(i, Status.ACCEPTED, None, None) for i in range(3))
+    assert view.history == (StatusEvent(Status.ACCEPTED, message.created_at),)
+
+    # Optional fields left out come back as None.
+    bare = _message(tenant, sender=None)
+    await store.accept([bare])
+    bare_view = await store.get_message(tenant, bare.id)
+    assert bare_view is not None
+    assert bare_view.message == bare
+
+    assert await store.get_message(_tenant(), message.id) is None
+    assert await store.get_message(tenant, "no-such-message") is None
+
+
+async def test_accept_deferred_keeps_status_on_parts(store: ContractStore) -> None:
+    tenant = _tenant()
+    first, second = _message(tenant, status=Status.DEFERRED, parts=2), _message(tenant)
+    results = await store.accept([first, second])
+    assert results == [
+        AcceptResult(first.id, AcceptOutcome.CREATED),
+        AcceptResult(second.id, AcceptOutcome.CREATED),
+    ]
+    view = await store.get_message(tenant, first.id)
+    assert view is not None
+    assert view.message.status is Status.DEFERRED
+    assert [p.status for p in view.parts] == [Status.DEFERRED, Status.DEFERRED]
+    assert view.history == (StatusEvent(Status.DEFERRED, first.created_at),)
+
+
+async def test_idempotency_replayed_and_conflict(store: ContractStore) -> None:
+    tenant = _tenant()
+    original = _message(tenant, idempotency_key="order-1", request_hash="aaa")
+    assert (await store.accept([original]))[0].outcome is AcceptOutcome.CREATED
+
+    again = _message(tenant, idempotency_key="order-1", request_hash="aaa")
+    other = _message(tenant, idempotency_key="order-1", request_hash="bbb")
+    results = await store.accept([again, other])
+    assert results[0] == AcceptResult(original.id, AcceptOutcome.REPLAYED)
+    assert results[1].outcome is AcceptOutcome.CONFLICT
+    assert await store.get_message(tenant, again.id) is None
+    assert await store.get_message(tenant, other.id) is None
+
+    # Keys are per tenant.
+    elsewhere = _message(_tenant(), idempotency_key="order-1", request_hash="bbb")
+    assert await store.accept([elsewhere]) == [AcceptResult(elsewhere.id, AcceptOutcome.CREATED)]
+
+
+async def test_idempotency_within_one_call(store: ContractStore) -> None:
+    tenant = _tenant()
+    first = _message(tenant, idempotency_key="k", request_hash="same")
+    replay = _message(tenant, idempotency_key="k", request_hash="same")
+    conflict = _message(tenant, idempotency_key="k", request_hash="different")
+    plain = _message(tenant)
+    results = await store.accept([first, replay, conflict, plain])
+    assert results[0] == AcceptResult(first.id, AcceptOutcome.CREATED)
+    assert results[1] == AcceptResult(first.id, AcceptOutcome.REPLAYED)
+    assert results[2].outcome is AcceptOutcome.CONFLICT
+    assert results[3] == AcceptResult(plain.id, AcceptOutcome.CREATED)
+    assert sorted(await _ids(store, tenant)) == sorted([first.id, plain.id])
+
+
+async def test_concurrent_same_key_creates_once(store: ContractStore) -> None:
+    """Calls racing with one key (likely joined in one group commit) store it once."""
+    tenant = _tenant()
+    messages = [_message(tenant, idempotency_key="race", request_hash="h") for _ in range(20)]
+    results: dict[int, AcceptResult] = {}
+
+    async def one(i: int) -> None:
+        (results[i],) = await store.accept([messages[i]])
+
+    async with trio.open_nursery() as nursery:
+        for i in range(len(messages)):
+            nursery.start_soon(one, i)
+    created = [r for r in results.values() if r.outcome is AcceptOutcome.CREATED]
+    assert len(created) == 1
+    assert {r.id for r in results.values()} == {created[0].id}
+    assert await _ids(store, tenant) == [created[0].id]
+
+
+async def test_accepts_from_many_tasks_share_commits(store: ContractStore) -> None:
+    tenant = _tenant()
+    calls = 200
+    messages = [_message(tenant, parts=1 + i % 3) for i in range(calls)]
+    results: list[AcceptResult | None] = [None] * calls
+    before = store.commits
+
+    async def one(i: int) -> None:
+        (results[i],) = await store.accept([messages[i]])
+
+    async with trio.open_nursery() as nursery:
+        for i in range(calls):
+            nursery.start_soon(one, i)
+    assert results == [AcceptResult(m.id, AcceptOutcome.CREATED) for m in messages]
+    assert len({r.id for r in results if r is not None}) == calls
+    assert sorted(await _ids(store, tenant)) == sorted(m.id for m in messages)
+    assert 0 < store.commits - before < calls
+
+
+async def test_cancelled_caller_leaves_the_writer_working(store: ContractStore) -> None:
+    tenant = _tenant()
+    abandoned = _message(tenant)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await store.accept([abandoned])
+    # Whether the abandoned message was stored is not promised; the store must go on working.
+    survivor = _message(tenant)
+    assert await store.accept([survivor]) == [AcceptResult(survivor.id, AcceptOutcome.CREATED)]
+    assert await store.get_message(tenant, survivor.id) is not None
+
+
+# --- transitions ------------------------------------------------------------------------------
+
+
+async def test_record_part_and_message_transitions(store: ContractStore) -> None:
+    tenant = _tenant()
+    message = _message(tenant, parts=2)
+    await store.accept([message])
+    mid, t = message.id, message.created_at
+    await store.record(
+        [
+            Transition(mid, Status.QUEUED, t + 1),
+            Transition(mid, Status.SUBMITTED, t + 2, part=0, smsc_id="AB01"),
+        ]
+    )
+    await store.record([Transition(mid, Status.SUBMITTED, t + 3, part=1, smsc_id="ab02")])
+    await store.record(
+        [
+            Transition(mid, Status.SUBMITTED, t + 3),
+            Transition(mid, Status.DELIVERED, t + 4, part=0),
+            Transition(mid, Status.UNDELIVERABLE, t + 5, part=1, error="0x0b"),
+            Transition(mid, Status.UNDELIVERABLE, t + 5, error="0x0b"),
+        ]
+    )
+    view = await store.get_message(tenant, mid)
+    assert view is not None
+    assert view.message.status is Status.UNDELIVERABLE
+    assert view.parts == (
+        PartView(0, Status.DELIVERED, "AB01", None),
+        PartView(1, Status.UNDELIVERABLE, "ab02", "0x0b"),
+    )
+    assert view.history == (
+        StatusEvent(Status.ACCEPTED, t),
+        StatusEvent(Status.QUEUED, t + 1),
+        StatusEvent(Status.SUBMITTED, t + 2, part=0),
+        StatusEvent(Status.SUBMITTED, t + 3, part=1),
+        StatusEvent(Status.SUBMITTED, t + 3),
+        StatusEvent(Status.DELIVERED, t + 4, part=0),
+        StatusEvent(Status.UNDELIVERABLE, t + 5, part=1, error="0x0b"),
+        StatusEvent(Status.UNDELIVERABLE, t + 5, error="0x0b"),
+    )
+
+
+async def test_record_unknown_message_is_ignored(store: ContractStore) -> None:
+    tenant = _tenant()
+    known = _message(tenant)
+    await store.accept([known])
+    await store.record(
+        [
+            Transition("no-such-message", Status.QUEUED, T0),
+            Transition("no-such-message", Status.SUBMITTED, T0, part=0, smsc_id="77"),
+            Transition(known.id, Status.QUEUED, known.created_at + 1),
+        ]
+    )
+    view = await store.get_message(tenant, known.id)
+    assert view is not None
+    assert view.message.status is Status.QUEUED
+    assert await store.find_part(message_id_keys("77")) is None
+
+
+async def _submitted(store: ContractStore, tenant: str, smsc_id: str, **kw: Any) -> NewMessage:
+    message = _message(tenant, **kw)
+    await store.accept([message])
+    await store.record(
+        [Transition(message.id, Status.SUBMITTED, message.created_at + 1, 0, smsc_id)]
+    )
+    return message
+
+
+async def test_find_part_by_smsc_id_variants(store: ContractStore) -> None:
+    tenant = _tenant()
+    hex_id = f"00{uuid.uuid4().hex[:8].upper()}"
+    hexed = await _submitted(store, tenant, hex_id, parts=2)
+    expected = PartRef(hexed.id, 0, 2, tenant, Status.SUBMITTED)
+    for variant in (hex_id, hex_id.lower(), hex_id.lstrip("0"), "0000" + hex_id, hex_id + "\x00"):
+        assert await store.find_part(message_id_keys(variant)) == expected, variant
+
+    # A receipt that writes a hex submit id in decimal: its second key is the hex reading.
+    number = int(uuid.uuid4().hex[:7], 16) + 0x10_000_000
+    as_hex = format(number, "X")
+    submitted_hex = await _submitted(store, tenant, as_hex)
+    ref = await store.find_part(message_id_keys(str(number)))
+    assert ref is not None
+    assert ref.message_id == submitted_hex.id
+
+    # A decimal submit id with leading zeros, found from its decimal receipt id.
+    decimal = f"0{int(uuid.uuid4().hex[:8], 16) % 10**9:09d}9"
+    dec = await _submitted(store, tenant, decimal)
+    ref = await store.find_part(message_id_keys(decimal.lstrip("0")))
+    assert ref is not None
+    assert ref.message_id == dec.id
+
+    assert await store.find_part(message_id_keys("ffffffffffffffffffffdeadbeef")) is None
+    assert await store.find_part(()) is None
+
+
+async def test_find_part_prefers_the_receipts_own_form(store: ContractStore) -> None:
+    """Hex ids "1a" and decimal-looking "26" share key "1a" (message_id_keys): a receipt id
+    "26" matches both and must pick the one stored as "26"."""
+    tenant = _tenant()
+    base = 0x100_000_000 + int(uuid.uuid4().hex[:6], 16)
+    decimal_id = str(base)
+    hex_of_it = format(base, "x")
+    as_hex = await _submitted(store, tenant, hex_of_it)
+    as_decimal = await _submitted(store, tenant, decimal_id)
+    ref = await store.find_part(message_id_keys(decimal_id))
+    assert ref is not None
+    assert ref.message_id == as_decimal.id
+    ref = await store.find_part(message_id_keys(hex_of_it))
+    assert ref is not None
+    assert ref.message_id == as_hex.id
+
+
+# --- restart reads ----------------------------------------------------------------------------
+
+
+async def test_unfinished_excludes_final_and_survives_reopen(
+    store: ContractStore, reopen: Reopen
+) -> None:
+    tenant = _tenant()
+    # Accepted out of time order: unfinished must sort by created_at.
+    messages = [_message(tenant, created_at=T0 + 10 - i) for i in range(7)]
+    await store.accept(messages[:3])
+    await store.accept(messages[3:])
+    await store.record(
+        [
+            Transition(messages[1].id, Status.DELIVERED, T0 + 20),
+            Transition(messages[4].id, Status.FAILED, T0 + 20, error="no route"),
+            Transition(messages[5].id, Status.SUBMITTED, T0 + 20),
+        ]
+    )
+    store = await reopen(store)
+    batches = [[m for m in b if m.tenant == tenant] async for b in store.unfinished(batch=2)]
+    assert all(len(b) <= 2 for b in batches)
+    got = [m for b in batches for m in b]
+    alive = sorted(
+        (m for i, m in enumerate(messages) if i not in (1, 4)), key=lambda m: m.created_at
+    )
+    expected = [
+        dataclasses.replace(m, status=Status.SUBMITTED) if m is messages[5] else m for m in alive
+    ]
+    assert got == expected
+
+
+async def test_parts_to_send(store: ContractStore) -> None:
+    tenant = _tenant()
+    message = _message(tenant, parts=4)
+    await store.accept([message])
+    assert await store.parts_to_send(message.id) == [0, 1, 2, 3]
+    t = message.created_at
+    await store.record(
+        [
+            Transition(message.id, Status.QUEUED, t + 1, part=0),
+            Transition(message.id, Status.SUBMITTED, t + 1, part=1, smsc_id="1"),
+            Transition(message.id, Status.SUBMITTED, t + 1, part=2, smsc_id="2"),
+            Transition(message.id, Status.DELIVERED, t + 2, part=2),
+        ]
+    )
+    assert await store.parts_to_send(message.id) == [0, 3]
+    assert await store.parts_to_send("no-such-message") == []
+
+
+async def test_marketing_sends_since(store: ContractStore) -> None:
+    tenant = _tenant()
+    since = T0 + 1_000
+
+    async def sent(klass: MessageClass, to: str, at: list[float]) -> None:
+        message = _message(tenant, klass=klass, to=to, parts=max(len(at), 1))
+        await store.accept([message])
+        await store.record(
+            [
+                Transition(message.id, Status.SUBMITTED, when, part=i, smsc_id=uuid.uuid4().hex)
+                for i, when in enumerate(at)
+            ]
+        )
+
+    await sent(MessageClass.MARKETING, "+905320000001", [since + 5, since + 6])
+    await sent(MessageClass.MARKETING, "+905320000002", [since])
+    await sent(MessageClass.MARKETING, "+905320000003", [since - 1])
+    await sent(MessageClass.MARKETING, "+905320000004", [])
+    await sent(MessageClass.TRANSACTIONAL, "+905320000005", [since + 1])
+    await sent(MessageClass.OTP, "+905320000006", [since + 1])
+    got = [s for s in await store.marketing_sends_since(since) if s[0] == tenant]
+    assert sorted(got) == [
+        (tenant, "+905320000001", since + 5),
+        (tenant, "+905320000002", since),
+    ]
+
+
+# --- consent and OTP --------------------------------------------------------------------------
+
+
+async def test_consent_latest_wins_and_history(store: ContractStore) -> None:
+    tenant, other = _tenant(), _tenant()
+    number = "+905321112233"
+    assert await store.get_consent(tenant, number) is None
+    assert await store.consent_history(tenant, number) == []
+    entries = [
+        ConsentRecord(tenant, number, True, "api", T0),
+        ConsentRecord(tenant, number, False, "mo:STOP", T0 + 10),
+        ConsentRecord(tenant, number, True, "api", T0 + 20),
+        ConsentRecord(tenant, number, False, "mo:DURDUR", T0 + 30),
+    ]
+    for entry in entries:
+        await store.set_consent(entry)
+    await store.set_consent(ConsentRecord(other, number, True, "api", T0 + 40))
+    assert await store.get_consent(tenant, number) == entries[-1]
+    assert await store.consent_history(tenant, number) == entries
+    assert await store.get_consent(other, number) == ConsentRecord(
+        other, number, True, "api", T0 + 40
+    )
+    assert await store.get_consent(tenant, "+905329999999") is None
+
+
+async def test_otp_put_get_update_and_tenant_isolation(store: ContractStore) -> None:
+    tenant = _tenant()
+    record = OtpRecord(
+        request_id=f"otp-{uuid.uuid4().hex}",
+        tenant=tenant,
+        msisdn="+905321234567",
+        code_hash=bytes(range(32)),
+        created_at=T0,
+        expires_at=T0 + 300,
+        message_id="msg-otp-1",
+    )
+    await store.put_otp(record)
+    assert await store.get_otp(tenant, record.request_id) == record
+    assert await store.get_otp(_tenant(), record.request_id) is None
+    assert await store.get_otp(tenant, "otp-unknown") is None
+
+    tried = dataclasses.replace(record, attempts=2)
+    await store.update_otp(tried)
+    assert await store.get_otp(tenant, record.request_id) == tried
+    used = dataclasses.replace(record, attempts=3, used_at=T0 + 42)
+    await store.update_otp(used)
+    assert await store.get_otp(tenant, record.request_id) == used
+
+    # Another tenant cannot update it either.
+    await store.update_otp(dataclasses.replace(used, tenant=_tenant(), attempts=99))
+    assert await store.get_otp(tenant, record.request_id) == used
+
+
+async def test_writes_survive_reopen(store: ContractStore, reopen: Reopen) -> None:
+    tenant = _tenant()
+    message = _message(tenant, parts=2)
+    await store.accept([message])
+    await store.record([Transition(message.id, Status.SUBMITTED, T0 + 1, 0, "c0ffee")])
+    consent = ConsentRecord(tenant, "+905321234567", True, "api", T0)
+    await store.set_consent(consent)
+    otp = OtpRecord(f"otp-{uuid.uuid4().hex}", tenant, "+905321234567", b"\x00\xff", T0, T0 + 60)
+    await store.put_otp(otp)
+
+    store = await reopen(store)
+    view = await store.get_message(tenant, message.id)
+    assert view is not None
+    assert view.parts[0] == PartView(0, Status.SUBMITTED, "c0ffee", None)
+    assert await store.find_part(message_id_keys("C0FFEE")) == PartRef(
+        message.id, 0, 2, tenant, Status.SUBMITTED
+    )
+    assert await store.parts_to_send(message.id) == [1]
+    assert await store.get_consent(tenant, consent.msisdn) == consent
+    assert await store.get_otp(tenant, otp.request_id) == otp

@@ -1,0 +1,213 @@
+"""The store contract on SQLite, plus what only SQLite has: its file, its schema versions, and
+durability against ``kill -9`` of the process that accepted."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from queues.migrations import SCHEMA_VERSION
+from queues.model import AcceptOutcome, ConsentRecord, Status
+from queues.sqlite import SQLiteStore
+from queues.store import Store, StoreError
+from tests.store_contract import *  # noqa: F403
+from tests.store_contract import ContractStore, Reopen
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Stores:
+    """Opens stores on one file and closes the last one at teardown."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.current: SQLiteStore | None = None
+
+    async def open(self) -> SQLiteStore:
+        self.current = await SQLiteStore.open(str(self.path))
+        return self.current
+
+    async def reopen(self, store: ContractStore) -> ContractStore:
+        await store.aclose()
+        return await self.open()
+
+    async def close(self) -> None:
+        if self.current is not None:
+            await self.current.aclose()
+
+
+@pytest.fixture
+async def stores(tmp_path: Path) -> AsyncIterator[_Stores]:
+    stores = _Stores(tmp_path / "ulak.db")
+    yield stores
+    with trio.CancelScope(shield=True):
+        await stores.close()
+
+
+@pytest.fixture
+async def store(stores: _Stores) -> SQLiteStore:
+    return await stores.open()
+
+
+@pytest.fixture
+def reopen(stores: _Stores) -> Reopen:
+    return stores.reopen
+
+
+async def test_sqlite_store_is_a_store(store: SQLiteStore) -> None:
+    typed: ContractStore = store  # mypy checks the protocol (and `commits`) here
+    plain: Store = typed
+    assert plain is store
+    assert typed.commits == 0
+
+
+async def test_memory_database(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(":memory:")
+    try:
+        await test_accept_then_get_message(store)  # noqa: F405
+        await test_find_part_by_smsc_id_variants(store)  # noqa: F405
+    finally:
+        await store.aclose()
+
+
+async def test_schema_is_versioned_and_newer_refused(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    store = await SQLiteStore.open(str(path))
+    await store.aclose()
+    await store.aclose()  # idempotent
+    with sqlite3.connect(path) as conn:
+        versions = [v for (v,) in conn.execute("SELECT version FROM schema_version")]
+        assert versions == list(range(1, SCHEMA_VERSION + 1))
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.execute(
+            "INSERT INTO schema_version VALUES (?, 'from the future', 0)", (SCHEMA_VERSION + 1,)
+        )
+    conn.close()
+    with pytest.raises(StoreError, match="newer"):
+        await SQLiteStore.open(str(path))
+
+
+async def test_closed_store_refuses_writes(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(str(tmp_path / "c.db"))
+    await store.aclose()
+    with pytest.raises(StoreError, match="closed"):
+        await store.set_consent(ConsentRecord("t", "+905321234567", True, "api", 1.0))
+
+
+async def test_a_failing_job_fails_only_its_caller(store: SQLiteStore) -> None:
+    """A duplicate message id aborts its group; the others in the group still commit."""
+    from tests.store_contract import _message
+
+    tenant = "t-dup"
+    first = _message(tenant)
+    await store.accept([first])
+    good = [_message(tenant) for _ in range(5)]
+    errors: list[BaseException] = []
+
+    async def dup() -> None:
+        try:
+            await store.accept([first])
+        except StoreError as exc:
+            errors.append(exc)
+
+    async def ok(i: int) -> None:
+        (result,) = await store.accept([good[i]])
+        assert result.outcome is AcceptOutcome.CREATED
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(dup)
+        for i in range(len(good)):
+            nursery.start_soon(ok, i)
+    assert len(errors) == 1
+    for m in good:
+        view = await store.get_message(tenant, m.id)
+        assert view is not None
+        assert view.message.status is Status.ACCEPTED
+
+
+async def test_aclose_commits_pending_writes(tmp_path: Path) -> None:
+    from tests.store_contract import _message
+
+    path = tmp_path / "p.db"
+    store = await SQLiteStore.open(str(path), max_delay_s=0.05)
+    messages = [_message("t-close") for _ in range(10)]
+    async with trio.open_nursery() as nursery:
+        for m in messages:
+            nursery.start_soon(store.accept, [m])
+        await trio.testing.wait_all_tasks_blocked()
+        await store.aclose()
+    store = await SQLiteStore.open(str(path))
+    try:
+        for m in messages:
+            assert await store.get_message("t-close", m.id) is not None
+    finally:
+        await store.aclose()
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, time, trio
+    from queues.model import MessageClass, NewMessage
+    from queues.sqlite import SQLiteStore
+
+    async def main(path, n):
+        store = await SQLiteStore.open(path)
+        async def batch(start):
+            await store.accept([
+                NewMessage(f"m{i}", "t", MessageClass.OTP, "+905321234567", None, f"code {i}",
+                           "gsm7", 1, 1.0 + i, 1e10)
+                for i in range(start, min(start + 25, n))
+            ])
+        async with trio.open_nursery() as nursery:
+            for start in range(0, n, 25):
+                nursery.start_soon(batch, start)
+        print("accepted", flush=True)
+        time.sleep(600)  # no aclose, no checkpoint: killed here
+
+    trio.run(main, sys.argv[1], int(sys.argv[2]))
+    """
+)
+
+
+async def test_nothing_accepted_is_lost_on_kill_9(tmp_path: Path) -> None:
+    path = tmp_path / "kill.db"
+    n = 500
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(path), str(n)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        line = proc.stdout.readline() if ready else ""
+        if line != "accepted\n":
+            proc.kill()
+            raise AssertionError(f"child said {line!r}; stderr: {proc.stderr.read()}")
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    store = await SQLiteStore.open(str(path))
+    try:
+        ids = [m.id async for batch in store.unfinished(batch=64) for m in batch]
+        assert ids == [f"m{i}" for i in range(n)]
+    finally:
+        await store.aclose()
