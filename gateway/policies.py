@@ -727,14 +727,16 @@ class Policies:
     ) -> Verdict:
         """Whether a stored message may go to the SMSC now.
 
-        Order: consent (marketing; an opt-out since accept rejects), quiet hours and the
+        Order: consent (marketing; an opt-out known since accept rejects), quiet hours and the
         frequency cap (marketing), then rate limits. The first deferral is returned; the
         rest are checked again at its end. A ``send`` verdict has taken the rate tokens, so
         call this right before submitting; a marketing send is then counted with
         :meth:`note_marketing_sent` once the SMSC took it.
         """
         if klass is MessageClass.MARKETING:
-            verdict = self.consent.check(self._requires_opt_in(tenant), tenant, msisdn)
+            # Opt-in was checked at accept (against the store); here only an opt-out since then
+            # stops it, so a restart (which loads no ledger) cannot reject stored messages.
+            verdict = self.consent.check(False, tenant, msisdn)
             if verdict.action == "send":
                 verdict = self.quiet_hours.check(tenant, klass, msisdn, now)
             if verdict.action == "send" and self.frequency is not None:
