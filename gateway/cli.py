@@ -42,10 +42,45 @@ def _cmd_bench_simulator(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from benchmarks.pipeline import run
+
+    run(
+        messages=args.messages,
+        backlog=args.backlog,
+        rtt_ms=args.rtt_ms,
+        binds=args.binds,
+        window=args.window,
+        store=args.store,
+        memory_count=args.memory_messages,
+        as_json=args.json,
+    )
+    return EXIT_OK
+
+
 def _cmd_smsc_sim(args: argparse.Namespace) -> int:
     from gateway.simulator import run_from_args
 
     return run_from_args(args)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import logging
+
+    import trio
+
+    from gateway.config import ConfigError, load_config
+    from gateway.daemon import run_daemon
+
+    try:
+        settings = load_config(args.config)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    trio.run(run_daemon, settings)
+    return EXIT_OK
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -64,6 +99,10 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ulak", description="Ulak SMPP 3.4 SMS gateway")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("-c", "--config", default="/etc/ulak/ulak.toml", help="the TOML config")
+    run.set_defaults(handler=_cmd_run)
 
     check = commands.add_parser("check-config", help="validate a TOML config file")
     check.add_argument("file", help="path to the TOML config")
@@ -89,6 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--messages", type=int, default=200_000, help="submit_sm to send")
     sim.add_argument("--json", action="store_true", help="also print one JSON line")
     sim.set_defaults(handler=_cmd_bench_simulator)
+
+    pipe = scenarios.add_parser("pipeline", help="the pipeline end to end, durable store")
+    pipe.add_argument("--messages", type=int, default=50_000, help="messages for throughput")
+    pipe.add_argument("--backlog", type=int, default=100_000, help="marketing flood before OTPs")
+    pipe.add_argument("--rtt-ms", type=float, default=5.0, help="simulated SMSC round trip")
+    pipe.add_argument("--binds", type=int, default=4, help="binds to the simulator")
+    pipe.add_argument("--window", type=int, default=100, help="window per bind")
+    pipe.add_argument("--store", default=None, help="postgresql://... (default: SQLite)")
+    pipe.add_argument(
+        "--memory-messages", type=int, default=1_000_000, help="queued for the memory figure"
+    )
+    pipe.add_argument("--json", action="store_true", help="also print one JSON line")
+    pipe.set_defaults(handler=_cmd_bench_pipeline)
 
     from gateway.simulator import add_arguments
 

@@ -14,8 +14,8 @@ times out, drops the connection, or the daemon shuts down.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Protocol
 
 from protocols.pdu import DataSm, DeliverSm, SubmitSm

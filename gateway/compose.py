@@ -1,0 +1,325 @@
+"""From a send request to what the store keeps and what the binds send.
+
+:func:`compose` validates one request (number, text, class, sender, validity) against its tenant
+and the route that will carry it, and encodes the text once: the parts and encoding go back to
+the caller in the accept answer and into the store. :func:`queued_parts` cuts the encoded text
+into compact :class:`~queues.classqueue.QueuedPart` entries (a million of them must fit in a
+gigabyte), and :class:`PduBuilder` turns an entry into its ``submit_sm`` only when a bind takes it.
+
+A part's payload is a tuple ``(destination, sender, user_data, flags, tenant)``: the
+destination without ``+``, the sender and tenant (interned: there are few), the short_message
+(or message_payload) octets and one int that packs data_coding, UDHI, the payload flag, the
+message's part count and the SAR values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import sys
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple, cast
+
+import phonenumbers
+
+from gateway.config import RouteConfig, TenantConfig
+from protocols.constants import EsmClass
+from protocols.encoding import EncodedText, choose_encoding
+from protocols.gsm import LocalEncodingError
+from protocols.pdu import SubmitSm
+from protocols.segmentation import segment
+from protocols.tlv import NO_TLVS, Tlvs
+from queues.classqueue import QueuedPart
+from queues.model import MessageClass, NewMessage, Status
+
+__all__ = [
+    "ComposeError",
+    "Composed",
+    "MessageRequest",
+    "PartPayload",
+    "PduBuilder",
+    "compose",
+    "normalise_msisdn",
+    "part_count",
+    "part_msisdn",
+    "part_sender",
+    "part_tenant",
+    "payload_of",
+    "queued_parts",
+]
+
+_UDHI = 1 << 8
+_PAYLOAD = 1 << 9
+_PARTS_SHIFT = 10  # the message's part count, 8 bits
+_SAR_SHIFT = 18  # then ref (16 bits), total (8), seqnum (8)
+
+
+class PartPayload(NamedTuple):
+    """What a queued part carries to build its submit_sm (a plain tuple in memory)."""
+
+    destination: str
+    sender: str
+    data: bytes
+    flags: int
+    tenant: str
+
+
+def payload_of(part: QueuedPart) -> PartPayload:
+    return cast(PartPayload, part.payload)
+
+
+class ComposeError(ValueError):
+    """A request that cannot be sent as asked: ``field`` names the culprit, ``detail`` says why."""
+
+    def __init__(self, field: str, detail: str, code: str = "invalid") -> None:
+        super().__init__(f"{field}: {detail}")
+        self.field = field
+        self.detail = detail
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRequest:
+    """One message as a client asks for it (the body of ``POST /v1/messages``)."""
+
+    to: str
+    text: str
+    klass: MessageClass
+    sender: str | None = None
+    reference: str | None = None
+    not_before: float | None = None
+    valid_for_s: int | None = None
+    callback_url: str | None = None
+
+    def fingerprint(self) -> str:
+        """A hash of the request body: one idempotency key with two bodies is a conflict."""
+        body: Mapping[str, Any] = {
+            "to": self.to,
+            "text": self.text,
+            "class": self.klass.value,
+            "from": self.sender,
+            "reference": self.reference,
+            "not_before": self.not_before,
+            "valid_for_s": self.valid_for_s,
+            "callback_url": self.callback_url,
+        }
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Composed:
+    """A validated, encoded message and the route its encoding was made for."""
+
+    message: NewMessage
+    encoded: EncodedText
+    route: RouteConfig
+
+
+def normalise_msisdn(number: str) -> str:
+    """E.164 with ``+`` for a valid mobile-capable number.
+
+    Raises:
+        ComposeError: not a number, or not a valid one.
+    """
+    raw = number.strip()
+    if not raw.startswith("+"):
+        raise ComposeError("to", f"{number!r} is not in E.164 form (it must start with +)")
+    try:
+        parsed = phonenumbers.parse(raw, None)
+    except phonenumbers.NumberParseException as exc:
+        raise ComposeError("to", f"{number!r} is not a phone number: {exc}") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise ComposeError("to", f"{number!r} is not a valid number for its country code")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def compose(
+    request: MessageRequest,
+    *,
+    tenant: TenantConfig,
+    route: RouteConfig,
+    now: float,
+    default_valid_for_s: int,
+    max_valid_for_s: int,
+    max_parts: int,
+    idempotency_key: str | None = None,
+) -> Composed:
+    """Validate and encode ``request`` for ``tenant`` on ``route``.
+
+    Raises:
+        ComposeError: the first problem found, with the field it is in.
+    """
+    to = normalise_msisdn(request.to)
+    if request.klass not in tenant.allowed_classes:
+        raise ComposeError("class", f"tenant {tenant.name} may not send {request.klass.value}")
+    sender = _sender(request.sender, tenant, route)
+    if not request.text:
+        raise ComposeError("text", "must not be empty")
+    valid_for = default_valid_for_s if request.valid_for_s is None else request.valid_for_s
+    if not 60 <= valid_for <= max_valid_for_s:
+        raise ComposeError("valid_for_s", f"must be between 60 and {max_valid_for_s} seconds")
+    if request.not_before is not None and request.not_before >= now + valid_for:
+        raise ComposeError("not_before", "is after the end of the message's validity")
+    try:
+        encoded = choose_encoding(
+            request.text, method=route.segmentation, national_shift=route.national_shift
+        )
+    except LocalEncodingError as exc:
+        raise ComposeError("text", str(exc)) from None
+    if encoded.parts > max_parts:
+        raise ComposeError(
+            "text", f"needs {encoded.parts} SMS parts; at most {max_parts} are allowed", "too_long"
+        )
+    deferred = request.not_before is not None and request.not_before > now
+    message = NewMessage(
+        id=uuid.uuid4().hex,
+        tenant=tenant.name,
+        klass=request.klass,
+        to=to,
+        sender=sender,
+        text=request.text,
+        encoding=encoded.encoding.value,
+        parts=encoded.parts,
+        created_at=now,
+        valid_until=now + valid_for,
+        not_before=request.not_before,
+        reference=request.reference,
+        callback_url=request.callback_url,
+        idempotency_key=idempotency_key,
+        request_hash=request.fingerprint() if idempotency_key is not None else None,
+        status=Status.DEFERRED if deferred else Status.ACCEPTED,
+    )
+    return Composed(message, encoded, route)
+
+
+def _sender(asked: str | None, tenant: TenantConfig, route: RouteConfig) -> str:
+    sender = asked or tenant.default_sender or route.default_sender
+    if sender is None:
+        raise ComposeError("from", "no sender given and neither the tenant nor the route has one")
+    for owner, allowed in (
+        (f"tenant {tenant.name}", tenant.allowed_senders),
+        (f"route {route.name}", route.allowed_senders),
+    ):
+        if allowed and sender not in allowed:
+            raise ComposeError("from", f"{sender!r} is not an allowed sender of {owner}")
+    return sender
+
+
+def queued_parts(
+    composed: Composed,
+    indices: list[int] | None,
+    route_name: str,
+    reference: int | None,
+) -> list[QueuedPart]:
+    """The parts to queue (``indices``: only those, e.g. after a restart; None: all)."""
+    message = composed.message
+    segmented = segment(composed.encoded, reference=reference)
+    destination = message.to.removeprefix("+")
+    sender = sys.intern(message.sender or "")
+    route = sys.intern(route_name)
+    tenant = sys.intern(message.tenant)
+    out: list[QueuedPart] = []
+    for index, seg in enumerate(segmented.segments):
+        if indices is not None and index not in indices:
+            continue
+        flags = segmented.data_coding | (message.parts << _PARTS_SHIFT)
+        if seg.udhi:
+            flags |= _UDHI
+        data = seg.short_message
+        if seg.message_payload is not None:
+            flags |= _PAYLOAD
+            data = seg.message_payload
+        if seg.sar_msg_ref_num is not None:
+            assert seg.sar_total_segments is not None and seg.sar_segment_seqnum is not None
+            sar = (seg.sar_msg_ref_num << 16) | (seg.sar_total_segments << 8)
+            flags |= (sar | seg.sar_segment_seqnum) << _SAR_SHIFT
+        out.append(
+            QueuedPart(
+                message_id=message.id,
+                index=index,
+                klass=message.klass,
+                route=route,
+                valid_until=message.valid_until,
+                payload=PartPayload(destination, sender, data, flags, tenant),
+            )
+        )
+    return out
+
+
+class PduBuilder:
+    """Builds a part's submit_sm with its route's addressing and receipt settings."""
+
+    def __init__(self, routes: Mapping[str, RouteConfig]) -> None:
+        self._routes = dict(routes)
+
+    def __call__(self, part: QueuedPart) -> SubmitSm:
+        destination, sender, data, flags, _ = payload_of(part)
+        route = self._routes[part.route]
+        esm = int(EsmClass.UDHI) if flags & _UDHI else 0
+        sar = flags >> _SAR_SHIFT
+        tlvs = NO_TLVS
+        short_message = data
+        if flags & _PAYLOAD:
+            tlvs = Tlvs(message_payload=data)
+            short_message = b""
+        elif sar:
+            tlvs = Tlvs(
+                sar_msg_ref_num=sar >> 16,
+                sar_total_segments=(sar >> 8) & 0xFF,
+                sar_segment_seqnum=sar & 0xFF,
+            )
+        source_ton, source_npi = _source_address_type(sender, route)
+        return SubmitSm(
+            service_type=route.service_type,
+            source_addr_ton=source_ton,
+            source_addr_npi=source_npi,
+            source_addr=sender.removeprefix("+"),
+            dest_addr_ton=route.dest_addr_ton,
+            dest_addr_npi=route.dest_addr_npi,
+            destination_addr=destination,
+            esm_class=esm,
+            registered_delivery=route.registered_delivery,
+            data_coding=flags & 0xFF,
+            short_message=short_message,
+            tlvs=tlvs,
+        )
+
+
+def part_count(part: QueuedPart) -> int:
+    """How many parts the part's message has."""
+    return (payload_of(part).flags >> _PARTS_SHIFT) & 0xFF
+
+
+def part_tenant(part: QueuedPart) -> str:
+    return payload_of(part).tenant
+
+
+def part_msisdn(part: QueuedPart) -> str:
+    return "+" + payload_of(part).destination
+
+
+def part_sender(part: QueuedPart) -> str:
+    return payload_of(part).sender
+
+
+def _source_address_type(sender: str, route: RouteConfig) -> tuple[int, int]:
+    """TON/NPI of a sender: alphanumeric (5/0), a short code (3/0) or an international
+    number (1/1), unless the route fixes them."""
+    if sender.isdigit():
+        ton, npi = (1, 1) if len(sender) > 8 else (3, 0)
+    elif sender.startswith("+") and sender[1:].isdigit():
+        ton, npi = 1, 1
+    else:
+        ton, npi = 5, 0
+    return (
+        ton if route.source_addr_ton is None else route.source_addr_ton,
+        npi if route.source_addr_npi is None else route.source_addr_npi,
+    )
+
+
+def epoch_to_iso(at: float) -> str:
+    """An epoch time as ISO 8601 UTC (for reasons and API answers)."""
+    return dt.datetime.fromtimestamp(at, dt.UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,132 @@
+"""``ulak run``: the daemon. One trio nursery holds everything:
+
+- the store (SQLite, or PostgreSQL under the trio-asyncio loop opened here, DESIGN §6);
+- the pipeline (recorder and scheduler timer), after the queues are rebuilt from the store;
+- the bind supervisor, fed by the pipeline;
+- the HTTP API (hypercorn's trio worker).
+
+SIGTERM or SIGINT starts a graceful stop: the HTTP server stops taking requests, the binds stop
+taking parts, wait (bounded) for outstanding responses and unbind (unanswered parts go back to
+their queue, and so stay stored as unsent), then the recorder commits what is pending.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
+
+import trio
+
+from gateway.binds import BindSupervisor
+from gateway.bindstate import RouteSettings
+from gateway.config import Settings
+from gateway.http_api import build_app, tenant_keys
+from gateway.pipeline import Pipeline
+from queues.store import Store
+
+__all__ = ["open_store", "run_daemon"]
+
+logger = logging.getLogger("ulak")
+
+
+@contextlib.asynccontextmanager
+async def open_store(settings: Settings) -> AsyncIterator[Store]:
+    """The configured store, open for the duration of the block."""
+    config = settings.store
+    if config.kind == "sqlite":
+        from queues.sqlite import SQLiteStore
+
+        path = config.sqlite_path
+        assert path is not None
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        sqlite = await SQLiteStore.open(
+            path, max_batch=config.commit_max_batch, max_delay_s=config.commit_max_delay_ms / 1000
+        )
+        try:
+            yield sqlite
+        finally:
+            with trio.CancelScope(shield=True):
+                await sqlite.aclose()
+        return
+    import trio_asyncio
+
+    from queues.postgres import PostgresStore
+
+    async with trio_asyncio.open_loop():
+        pg = await PostgresStore.open(
+            config.url.get_secret_value(),
+            pool_size=config.pool_size,
+            max_batch=config.commit_max_batch,
+            max_delay_s=config.commit_max_delay_ms / 1000,
+        )
+        try:
+            yield pg
+        finally:
+            with trio.CancelScope(shield=True):
+                await pg.aclose()
+
+
+async def run_daemon(
+    settings: Settings,
+    *,
+    task_status: trio.TaskStatus[tuple[Pipeline, BindSupervisor]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run until SIGTERM/SIGINT (or cancellation), then stop gracefully."""
+    from hypercorn.config import Config as HypercornConfig
+    from hypercorn.trio import serve
+
+    async with open_store(settings) as store:
+        pipeline = Pipeline(settings, store)
+        routes = [RouteSettings.from_config(r) for r in settings.routes]
+        supervisor = BindSupervisor(routes, pipeline, pipeline)
+        pipeline.route_for = supervisor.route_for
+        restored = await pipeline.restore()
+        logger.info("restored %d unfinished messages from the store", restored)
+        stop = trio.Event()
+        http_config = HypercornConfig()
+        http_config.bind = [settings.http.listen]
+        http_config.accesslog = None
+        http_config.errorlog = logging.getLogger("ulak.http")
+        http_config.graceful_timeout = 5.0
+        app = build_app(
+            pipeline,
+            tenant_keys(list(settings.tenants)),
+            ready=lambda: any(supervisor.pools[name].is_up for name in supervisor.pools),
+        )
+        async with trio.open_nursery() as outer:
+            await outer.start(pipeline.run)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(supervisor.run)
+                addresses = await nursery.start(_serve_http, serve, app, http_config, stop)
+                for address in addresses:
+                    print(f"ulak: http listening on {address}", flush=True)
+                nursery.start_soon(_watch_signals, stop)
+                task_status.started((pipeline, supervisor))
+                await stop.wait()
+                logger.info("stopping: draining the binds")
+                supervisor.shutdown()
+            await pipeline.flush()
+            outer.cancel_scope.cancel()
+        logger.info("stopped")
+
+
+async def _serve_http(
+    serve: object,
+    app: object,
+    config: object,
+    stop: trio.Event,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    await serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)  # type: ignore[operator]
+
+
+async def _watch_signals(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            stop.set()
+            return

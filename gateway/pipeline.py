@@ -1,0 +1,544 @@
+"""The message pipeline: durable accept, the class queues, send-time policies, outcomes.
+
+DESIGN §2 in code. :meth:`Pipeline.accept` validates and encodes a batch of requests, stores
+it (one group commit) and only then queues the parts: an accepted message is durable. The bind
+supervisor takes parts through :class:`Pipeline` as its :class:`~gateway.parts.PartSource`
+(send-time policies are checked here, on the first part of a message) and reports outcomes to
+it as its :class:`~gateway.parts.PartSink`: every status change becomes a
+:class:`~queues.model.Transition`, written by one recorder task in groups. A receipt or MO
+message is answered only after its transitions are committed, so a crash before then makes the
+SMSC deliver it again.
+
+The pipeline keeps no per-message state for queued messages (a million may wait): only for
+multipart messages with parts in flight, and for messages whose first part was deferred.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import trio
+
+from gateway.compose import (
+    Composed,
+    ComposeError,
+    MessageRequest,
+    PduBuilder,
+    compose,
+    normalise_msisdn,
+    part_count,
+    part_msisdn,
+    part_sender,
+    part_tenant,
+    queued_parts,
+)
+from gateway.config import RouteConfig, Settings, TenantConfig
+from gateway.correlator import PartKey, ReceiptCorrelator
+from gateway.parts import OutboundPart, RetryReason
+from gateway.policies import Policies, Verdict, is_stop_message
+from gateway.router import NoRouteError, RouteEntry, Router
+from gateway.scheduler import Scheduler
+from protocols.constants import EsmClass, MessageState
+from protocols.encoding import choose_encoding, decode_short_message
+from protocols.pdu import DataSm, DeliverSm
+from protocols.receipts import Receipt, ReceiptParseError, message_id_keys, parse_receipt
+from protocols.segmentation import ReferenceAllocator
+from protocols.userdata import MalformedUserDataError
+from queues.classqueue import ClassQueues, QueuedPart
+from queues.model import (
+    AcceptOutcome,
+    AcceptResult,
+    ConsentRecord,
+    MessageClass,
+    MessageRecord,
+    Status,
+    Transition,
+    worst_status,
+)
+from queues.store import Store
+
+__all__ = ["AcceptItem", "Pipeline"]
+
+logger = logging.getLogger(__name__)
+
+_RECEIPT_STATUS = {
+    MessageState.DELIVERED: Status.DELIVERED,
+    MessageState.UNDELIVERABLE: Status.UNDELIVERABLE,
+    MessageState.EXPIRED: Status.EXPIRED,
+    MessageState.REJECTED: Status.REJECTED,
+    MessageState.DELETED: Status.UNDELIVERABLE,
+}
+_ESME_ROK = 0
+_ESME_RSYSERR = 0x08
+_RECEIPT_TYPES = frozenset(
+    {
+        EsmClass.TYPE_SMSC_DELIVERY_RECEIPT,
+        EsmClass.TYPE_ESME_DELIVERY_ACK,
+        EsmClass.TYPE_ESME_MANUAL_ACK,
+        EsmClass.TYPE_INTERMEDIATE_NOTIFICATION,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptItem:
+    """The answer for one request of a batch: accepted (``result``) or refused (``error``)."""
+
+    result: AcceptResult | None = None
+    status: Status | None = None
+    parts: int = 0
+    encoding: str = ""
+    error: ComposeError | None = None
+
+
+def _lookup_keys(receipt_id: str) -> tuple[str, ...]:
+    """Keys to find a stored part by a receipt's id. The store indexes each submitted id by its
+    canonical form only, so a decimal submit id ("12107289") is found from a hex receipt id
+    ("B8BE19") by adding the decimal reading of each hex key."""
+    keys = message_id_keys(receipt_id)
+    extra = []
+    for key in keys:
+        try:
+            extra.append(str(int(key, 16)))
+        except ValueError:
+            continue
+    return tuple(dict.fromkeys((*keys, *extra)))
+
+
+class Pipeline:
+    """Accept, queue, dispatch and track messages. Run :meth:`run` in a nursery."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.wall = wall
+        self.routes: dict[str, RouteConfig] = {r.name: r for r in settings.routes}
+        self.tenants: dict[str, TenantConfig] = {t.name: t for t in settings.tenants}
+        self.router = Router(
+            RouteEntry(r.name, tuple(r.prefixes), r.backup) for r in settings.routes
+        )
+        self.route_for: Callable[[str], str | None] = lambda to: self.router.primary(to).name
+        self.policies = Policies.from_settings(settings)
+        classes = settings.classes
+        self.queues = ClassQueues()
+        self.scheduler = Scheduler(
+            self.queues,
+            PduBuilder(self.routes),
+            min_shares={
+                MessageClass.TRANSACTIONAL: classes.transactional_min_share,
+                MessageClass.MARKETING: classes.marketing_min_share,
+            },
+            clock=wall,
+            on_expired=self._on_expired,
+        )
+        self.correlator = ReceiptCorrelator(hold_s=settings.pipeline.early_receipt_hold_s)
+        self._references = {
+            r.name: ReferenceAllocator(8 if r.segmentation == "udh" else 16)
+            for r in settings.routes
+        }
+        self._pending: list[Transition] = []
+        self._wake = trio.Event()
+        self._generation = 0  # transitions appended now go out with this generation
+        self._committed = -1
+        self._committed_event = trio.Event()
+        self._multi: dict[str, list[Status]] = {}
+        self._deferred: dict[str, float] = {}  # message id -> until, while its first part waits
+        # Parts handed to a bind whose outcome is not committed yet, per route, at most the
+        # route's binds x window: after a kill -9, the parts the SMSC may have taken without
+        # the store knowing (and so sent again at restart) are never more than one window per
+        # bind, even while the submitted transitions wait for their group commit.
+        self._unconfirmed: dict[str, int] = {}
+        self._unconfirmed_limit = {r.name: r.binds * r.window for r in settings.routes}
+        self._confirmed = trio.Event()
+        self._submitted_routes: list[str] = []
+        self.counts: dict[str, int] = {}
+        self.accepted_at: dict[str, float] = {}
+
+    # --- accept -----------------------------------------------------------------------------
+
+    async def accept(
+        self,
+        tenant: TenantConfig,
+        requests: Sequence[MessageRequest],
+        idempotency_keys: Sequence[str | None] | None = None,
+    ) -> list[AcceptItem]:
+        """Validate, store durably, then queue. One answer per request, in order."""
+        now = self.wall()
+        p = self.settings.pipeline
+        items: list[AcceptItem | None] = [None] * len(requests)
+        composed: list[tuple[int, Composed]] = []
+        for i, request in enumerate(requests):
+            key = idempotency_keys[i] if idempotency_keys else None
+            try:
+                route = self.routes[self.router.primary(normalise_msisdn(request.to)).name]
+                c = compose(
+                    request,
+                    tenant=tenant,
+                    route=route,
+                    now=now,
+                    default_valid_for_s=p.default_valid_for_s,
+                    max_valid_for_s=p.max_valid_for_s,
+                    max_parts=p.max_parts,
+                    idempotency_key=key,
+                )
+                if request.klass is MessageClass.MARKETING:
+                    await self._load_consent(tenant.name, c.message.to)
+                verdict = self.policies.at_accept(
+                    tenant, request.klass, c.message.to, c.message.sender, now
+                )
+                if verdict.action == "reject":
+                    raise ComposeError("to", verdict.reason, verdict.code)
+            except ComposeError as exc:
+                items[i] = AcceptItem(error=exc)
+                continue
+            except NoRouteError as exc:
+                items[i] = AcceptItem(error=ComposeError("to", str(exc), "no_route"))
+                continue
+            composed.append((i, c))
+        if composed:
+            results = await self.store.accept([c.message for _, c in composed])
+            for (i, c), result in zip(composed, results, strict=True):
+                message = c.message
+                if result.outcome is AcceptOutcome.CONFLICT:
+                    items[i] = AcceptItem(
+                        error=ComposeError(
+                            "Idempotency-Key", "was used before with a different body", "conflict"
+                        )
+                    )
+                    continue
+                items[i] = AcceptItem(result, message.status, message.parts, message.encoding)
+                if result.outcome is AcceptOutcome.CREATED:
+                    if message.klass is MessageClass.OTP:
+                        self.policies.note_accepted(tenant.name, message.klass, message.to, now)
+                    self._enqueue(c, None, now)
+        return [item if item is not None else AcceptItem() for item in items]
+
+    async def _load_consent(self, tenant: str, msisdn: str) -> None:
+        """Make the consent policy's view of (tenant, msisdn) the store's (the ledger is the
+        truth; the policy keeps only numbers seen since start)."""
+        if self.policies.consent.get(tenant, msisdn) is None:
+            record = await self.store.get_consent(tenant, msisdn)
+            if record is not None:
+                self.policies.consent.update(record)
+
+    def _enqueue(self, c: Composed, indices: list[int] | None, now: float) -> None:
+        message = c.message
+        route = self.route_for(message.to) or self.router.primary(message.to).name
+        reference = None
+        if c.encoded.needs_reference:
+            reference = self._references[c.route.name].allocate(message.to)
+            # Freed at once: 256 (or 65536) references per number rotate, which is what the
+            # handset needs (two messages in flight together never share one).
+            self._references[c.route.name].release(message.to, reference)
+        parts = queued_parts(c, indices, route, reference)
+        self.accepted_at[message.id] = message.created_at
+        for part in parts:
+            if message.not_before is not None and message.not_before > now:
+                self.scheduler.defer(part, message.not_before)
+            else:
+                self.scheduler.put(part)
+
+    # --- restart ----------------------------------------------------------------------------
+
+    async def restore(self) -> int:
+        """Queue again every message the store holds unfinished; return how many."""
+        count = 0
+        now = self.wall()
+        async for batch in self.store.unfinished():
+            for message in batch:
+                indices = None
+                if message.parts > 1 or message.status is Status.SUBMITTED:
+                    indices = await self.store.parts_to_send(message.id)
+                    if not indices:
+                        continue  # every part is out: only receipts are awaited
+                self._enqueue(self._recompose(message), indices, now)
+                count += 1
+        for tenant, msisdn, at in await self.store.marketing_sends_since(now - 366 * 86400):
+            self.policies.note_marketing_sent(tenant, msisdn, at)
+        return count
+
+    def _recompose(self, message: MessageRecord) -> Composed:
+        route = self.routes[self.router.primary(message.to).name]
+        encoded = choose_encoding(
+            message.text, method=route.segmentation, national_shift=route.national_shift
+        )
+        return Composed(message, encoded, route)
+
+    # --- PartSource -------------------------------------------------------------------------
+
+    def get_nowait(self, route: str) -> OutboundPart | None:
+        if self._unconfirmed.get(route, 0) >= self._unconfirmed_limit[route]:
+            return None
+        scheduler = self.scheduler
+        while True:
+            part = scheduler.get_nowait(route)
+            if part is None or self._admit(part):
+                return self._hand_out(part, route)
+
+    async def get(self, route: str) -> OutboundPart:
+        while True:
+            while self._unconfirmed.get(route, 0) >= self._unconfirmed_limit[route]:
+                await self._confirmed.wait()
+            part = await self.scheduler.get(route)
+            if self._unconfirmed.get(route, 0) >= self._unconfirmed_limit[route]:
+                self.scheduler.retry(part.part_id, 0.0, self.wall())  # type: ignore[arg-type]
+                continue  # another bind of the route took the room meanwhile
+            if self._admit(part):
+                out = self._hand_out(part, route)
+                assert out is not None
+                return out
+
+    def _hand_out(self, op: OutboundPart | None, route: str) -> OutboundPart | None:
+        """Count a part as unconfirmed until its outcome is committed (see ``_unconfirmed``)."""
+        if op is not None:
+            self._unconfirmed[route] = self._unconfirmed.get(route, 0) + 1
+        return op
+
+    def _settle(self, route: str) -> None:
+        self._unconfirmed[route] -= 1
+        self._confirmed.set()
+        self._confirmed = trio.Event()
+
+    def _admit(self, op: OutboundPart) -> bool:
+        """Send-time policies; False when the part went back (deferred) or was refused."""
+        part: QueuedPart = op.part_id  # type: ignore[assignment]
+        now = self.wall()
+        if part.index > 0:
+            until = self._deferred.get(part.message_id)
+            if until is not None:
+                self.scheduler.defer(part, until)
+                return False
+            return True
+        verdict: Verdict = self.policies.at_send(
+            part_tenant(part), part.klass, part_msisdn(part), part_sender(part), part.route, now
+        )
+        if verdict.action == "send":
+            self._deferred.pop(part.message_id, None)
+            if part.klass is MessageClass.MARKETING:
+                # Counted now, not at the resp: two queued messages to one number must not
+                # both pass the cap while the first is in flight.
+                self.policies.note_marketing_sent(part_tenant(part), part_msisdn(part), now)
+            return True
+        if verdict.action == "defer":
+            assert verdict.until is not None
+            if part_count(part) > 1:
+                self._deferred[part.message_id] = verdict.until
+            self.scheduler.defer(part, verdict.until)
+            if not verdict.is_rate_limit:
+                self._transition(
+                    Transition(part.message_id, Status.DEFERRED, now, error=verdict.code)
+                )
+            return False
+        self._transition(
+            Transition(
+                part.message_id, Status.REJECTED, now, error=f"{verdict.code}: {verdict.reason}"
+            )
+        )
+        self._count("rejected")
+        return False
+
+    # --- PartSink ---------------------------------------------------------------------------
+
+    def on_submitted(
+        self, op: OutboundPart, smsc_message_id: str, bind_name: str, now: float
+    ) -> None:
+        part: QueuedPart = op.part_id  # type: ignore[assignment]
+        wall = self.wall()
+        parts = part_count(part)
+        self._submitted_routes.append(op.route)
+        self._transition(
+            Transition(
+                part.message_id, Status.SUBMITTED, wall, part=part.index, smsc_id=smsc_message_id
+            )
+        )
+        if parts == 1:
+            self._transition(Transition(part.message_id, Status.SUBMITTED, wall))
+            self.accepted_at.pop(part.message_id, None)
+        else:
+            statuses = self._multi.setdefault(part.message_id, [Status.QUEUED] * parts)
+            statuses[part.index] = Status.SUBMITTED
+            if all(s is Status.SUBMITTED or s.is_final for s in statuses):
+                self._transition(Transition(part.message_id, worst_status(statuses), wall))
+        self._count("submitted")
+        early = self.correlator.submitted(smsc_message_id, (part.message_id, part.index), wall)
+        if early is not None:
+            self._apply_receipt((part.message_id, part.index), parts, early, wall)
+
+    def on_rejected(self, op: OutboundPart, command_status: int, now: float) -> None:
+        part: QueuedPart = op.part_id  # type: ignore[assignment]
+        self._settle(op.route)
+        wall = self.wall()
+        error = f"command_status 0x{command_status:08X}"
+        self._part_final(
+            part.message_id, part.index, part_count(part), Status.REJECTED, wall, error
+        )
+        self._count("rejected")
+
+    def on_retry(self, op: OutboundPart, delay_s: float, reason: str, now: float) -> None:
+        part: QueuedPart = op.part_id  # type: ignore[assignment]
+        self._settle(op.route)
+        if RetryReason(reason).duplicate_risk:
+            self._count("duplicate_risk")
+        part.attempts = op.attempts
+        self.scheduler.retry(part, delay_s, self.wall())
+
+    def _on_expired(self, part: QueuedPart) -> None:
+        wall = self.wall()
+        self._part_final(
+            part.message_id,
+            part.index,
+            part_count(part),
+            Status.FAILED,
+            wall,
+            "validity ended before it could be sent",
+        )
+        self._count("expired_in_queue")
+
+    async def on_deliver(self, pdu: DeliverSm | DataSm, bind_name: str) -> int:
+        wall = self.wall()
+        if pdu.esm_class & EsmClass.TYPE_MASK in _RECEIPT_TYPES:
+            try:
+                receipt = parse_receipt(
+                    pdu.short_message if isinstance(pdu, DeliverSm) else b"",
+                    receipted_message_id=pdu.tlvs.receipted_message_id,
+                    message_state=pdu.tlvs.message_state,
+                    esm_class=pdu.esm_class,
+                    data_coding=pdu.data_coding,
+                )
+            except ReceiptParseError as exc:
+                logger.warning("%s: unreadable receipt: %s", bind_name, exc)
+                self._count("receipts_unreadable")
+                return _ESME_ROK  # answering an error would only make the SMSC send it again
+            target = self.correlator.match(receipt)
+            parts = 1
+            if target is None:
+                ref = await self.store.find_part(_lookup_keys(receipt.message_id))
+                if ref is None:
+                    self.correlator.hold(receipt, wall)
+                    self._count("receipts_held")
+                    return _ESME_ROK
+                target, parts = (ref.message_id, ref.part), ref.parts
+            else:
+                parts = self._parts_of(target)
+            self._apply_receipt(target, parts, receipt, wall)
+            return await self._committed_now()
+        return await self._on_mo(pdu, wall)
+
+    def _parts_of(self, target: PartKey) -> int:
+        statuses = self._multi.get(target[0])
+        return 1 if statuses is None else len(statuses)
+
+    def _apply_receipt(self, target: PartKey, parts: int, receipt: Receipt, wall: float) -> None:
+        status = _RECEIPT_STATUS.get(receipt.state)
+        self._count(f"receipt_{receipt.state.name.lower()}")
+        if status is None:
+            return  # ENROUTE, ACCEPTED, UNKNOWN: not an outcome
+        self.correlator.forget(receipt)
+        self._part_final(target[0], target[1], parts, status, wall, receipt.err)
+
+    def _part_final(
+        self,
+        message_id: str,
+        index: int,
+        parts: int,
+        status: Status,
+        wall: float,
+        error: str | None,
+    ) -> None:
+        self._transition(Transition(message_id, status, wall, part=index, error=error))
+        if parts == 1:
+            self._transition(Transition(message_id, status, wall, error=error))
+            self._count(status.value)
+            return
+        statuses = self._multi.setdefault(message_id, [Status.SUBMITTED] * parts)
+        statuses[index] = status
+        if all(s.is_final for s in statuses):
+            final = worst_status(statuses)
+            self._transition(Transition(message_id, final, wall))
+            self._count(final.value)
+            del self._multi[message_id]
+
+    async def _on_mo(self, pdu: DeliverSm | DataSm, wall: float) -> int:
+        data = pdu.short_message if isinstance(pdu, DeliverSm) else b""
+        if not data and pdu.tlvs.message_payload is not None:
+            data = pdu.tlvs.message_payload
+        try:
+            text = decode_short_message(pdu.data_coding, pdu.esm_class, data).text
+        except MalformedUserDataError as exc:
+            self._count("mo_undecodable")
+            return exc.command_status
+        if text is None:
+            self._count("mo_binary")
+            return _ESME_ROK
+        self._count("mo")
+        consent = self.settings.consent
+        if not is_stop_message(text, consent.stop_keywords, consent.stop_match):
+            return _ESME_ROK
+        msisdn = "+" + pdu.source_addr.lstrip("+")
+        tenants = [
+            t
+            for t in self.settings.tenants
+            if pdu.destination_addr in (t.default_sender, *t.allowed_senders)
+        ]
+        for tenant in tenants or self.settings.tenants:
+            record = ConsentRecord(tenant.name, msisdn, False, f"mo:{text.strip()[:20]}", wall)
+            await self.store.set_consent(record)
+            self.policies.consent.update(record)
+        self._count("opt_outs")
+        return _ESME_ROK
+
+    # --- transitions ------------------------------------------------------------------------
+
+    def _transition(self, transition: Transition) -> None:
+        self._pending.append(transition)
+        self._wake.set()
+
+    async def _committed_now(self) -> int:
+        """Wait until every transition appended so far is committed; the status to answer."""
+        # Appended transitions go out with the current generation; with none appended, wait
+        # for the one being written (if any).
+        generation = self._generation if self._pending else self._generation - 1
+        self._wake.set()
+        while self._committed < generation:
+            await self._committed_event.wait()
+        return _ESME_ROK
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The recorder (transitions to the store, in groups) and the scheduler's timer."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.scheduler.run)
+            task_status.started()
+            await self._record_loop()
+
+    async def _record_loop(self) -> None:
+        while True:
+            if not self._pending:
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            batch, self._pending = self._pending, []
+            settled, self._submitted_routes = self._submitted_routes, []
+            generation = self._generation
+            self._generation += 1
+            await self.store.record(batch)
+            for route in settled:
+                self._settle(route)
+            self._committed = generation
+            self._committed_event.set()
+            self._committed_event = trio.Event()
+
+    async def flush(self) -> None:
+        """Wait until every transition so far is committed (shutdown, tests)."""
+        await self._committed_now()
+
+    def _count(self, key: str) -> None:
+        self.counts[key] = self.counts.get(key, 0) + 1

@@ -1,0 +1,119 @@
+"""Running the real daemon (``ulak run``) and the simulator as subprocesses, for end-to-end
+tests: a config in a temporary folder, an HTTP client, and the simulator's submit log."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+from benchmarks._simproc import start_simulator, stop_simulator
+
+__all__ = ["API_KEY", "Daemon", "Simulator", "write_config"]
+
+API_KEY = "test-key-0123456789abcdef0123456789"
+
+
+class Simulator:
+    """``python -m gateway.simulator`` with a submit log."""
+
+    def __init__(self, folder: Path, *args: str) -> None:
+        self.log = folder / "submits.jsonl"
+        base = ["--account", "ulak:secret", "--max-binds", "8", "--log", str(self.log)]
+        self.proc, self.port = start_simulator([*base, *args])
+
+    def stop(self) -> None:
+        stop_simulator(self.proc)
+
+    def texts(self) -> Counter[str]:
+        """How many times each short_message (decoded as ASCII) reached the simulator."""
+        counts: Counter[str] = Counter()
+        if not self.log.exists():
+            return counts
+        with self.log.open(encoding="utf-8") as f:
+            for line in f:
+                record = json.loads(line)
+                counts[bytes.fromhex(record["short_message"]).decode("ascii", "replace")] += 1
+        return counts
+
+
+def write_config(folder: Path, smsc_port: int, *, binds: int = 2, window: int = 10) -> Path:
+    path = folder / "ulak.toml"
+    digest = hashlib.sha256(API_KEY.encode()).hexdigest()
+    path.write_text(
+        f"""
+[http]
+listen = "127.0.0.1:0"
+[store]
+url = "sqlite://{folder / "ulak.db"}"
+[quiet_hours]
+enabled = false
+[[tenants]]
+name = "shop"
+api_key_sha256 = "{digest}"
+require_opt_in = false
+default_sender = "SHOP"
+[[routes]]
+name = "sim"
+prefixes = [""]
+host = "127.0.0.1"
+port = {smsc_port}
+system_id = "ulak"
+password = "secret"
+bind = "transceiver"
+binds = {binds}
+window = {window}
+response_timeout_s = 5
+shutdown_grace_s = 5
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+class Daemon:
+    """``ulak run -c CONFIG`` in a subprocess."""
+
+    def __init__(self, config: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run", "-c", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 30
+        self.url = ""
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if "http listening on" in line:
+                self.url = line.rsplit(" ", 1)[1].strip()
+                break
+        if not self.url:
+            self.proc.kill()
+            raise RuntimeError(f"the daemon did not start (exit {self.proc.wait()})")
+        self.client = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
+        )
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.client.close()
+
+    def terminate(self, timeout: float = 60) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=timeout)
+        self.client.close()
+        return code
