@@ -28,7 +28,6 @@ from gateway.compose import (
     MessageRequest,
     PduBuilder,
     compose,
-    normalise_msisdn,
     part_count,
     part_msisdn,
     part_sender,
@@ -179,11 +178,10 @@ class Pipeline:
         for i, request in enumerate(requests):
             key = idempotency_keys[i] if idempotency_keys else None
             try:
-                route = self.routes[self.router.primary(normalise_msisdn(request.to)).name]
                 c = compose(
                     request,
                     tenant=tenant,
-                    route=route,
+                    route_for=self._primary_route,
                     now=now,
                     default_valid_for_s=p.default_valid_for_s,
                     max_valid_for_s=p.max_valid_for_s,
@@ -221,6 +219,9 @@ class Pipeline:
                         self.policies.note_accepted(tenant.name, message.klass, message.to, now)
                     self._enqueue(c, None, now)
         return [item if item is not None else AcceptItem() for item in items]
+
+    def _primary_route(self, to: str) -> RouteConfig:
+        return self.routes[self.router.primary(to).name]
 
     async def _load_consent(self, tenant: str, msisdn: str) -> None:
         """Make the consent policy's view of (tenant, msisdn) the store's (the ledger is the

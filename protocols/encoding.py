@@ -288,6 +288,8 @@ def choose_encoding(
         encoded = _encode(text, encoding, method)
         if best is None or encoded.parts < best.parts:
             best = encoded
+            if best.parts == 1:
+                break  # nothing later can have fewer parts, and ties go to the earlier one
     if best is None:  # UCS-2 only fails on lone surrogates, which no encoding carries
         raise UnencodableTextError(TextEncoding.UCS2.value, _lone_surrogates(text))
     return _check_length(best)
