@@ -58,6 +58,19 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_bench_http(args: argparse.Namespace) -> int:
+    from benchmarks.http_ingress import run
+
+    run(messages=args.messages, clients=args.clients, as_json=args.json)
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(as_json=args.json)
+
+
 def _cmd_smsc_sim(args: argparse.Namespace) -> int:
     from gateway.simulator import run_from_args
 
@@ -65,12 +78,11 @@ def _cmd_smsc_sim(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import logging
-
     import trio
 
     from gateway.config import ConfigError, load_config
     from gateway.daemon import run_daemon
+    from gateway.logs import configure
 
     try:
         settings = load_config(args.config)
@@ -78,7 +90,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for line in exc.errors:
             print(line, file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure(settings.log.level, settings.log.format)
     trio.run(run_daemon, settings)
     return EXIT_OK
 
@@ -141,6 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pipe.add_argument("--json", action="store_true", help="also print one JSON line")
     pipe.set_defaults(handler=_cmd_bench_pipeline)
+
+    http = scenarios.add_parser("http", help="HTTP ingress end to end: single and batch POSTs")
+    http.add_argument("--messages", type=int, default=20_000, help="messages in batch mode")
+    http.add_argument("--clients", type=int, default=16, help="concurrent single-POST clients")
+    http.add_argument("--json", action="store_true", help="also print one JSON line")
+    http.set_defaults(handler=_cmd_bench_http)
+
+    demo = commands.add_parser("demo", help="simulator + daemon + a realistic mix, live")
+    demo.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    demo.set_defaults(handler=_cmd_demo)
 
     from gateway.simulator import add_arguments
 

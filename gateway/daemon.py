@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import signal
+import time
 from collections.abc import AsyncIterator
 
 import trio
@@ -23,8 +25,11 @@ import trio
 from gateway.binds import BindSupervisor
 from gateway.bindstate import RouteSettings
 from gateway.config import Settings
-from gateway.http_api import build_app, tenant_keys
+from gateway.http_api import StoreTotpAdapter, build_app, tenant_keys, totp_key
+from gateway.metrics import Metrics
+from gateway.otp import OtpService
 from gateway.pipeline import Pipeline
+from gateway.totp import TotpService
 from queues.store import Store
 
 __all__ = ["open_store", "run_daemon"]
@@ -92,10 +97,34 @@ async def run_daemon(
         http_config.accesslog = None
         http_config.errorlog = logging.getLogger("ulak.http")
         http_config.graceful_timeout = 5.0
+        # Without [otp] hmac_key, a random key per start: pending codes and every TOTP
+        # enrollment (sealed under a key derived from it) become unusable at restart.
+        otp_config = settings.otp
+        otp_key = (
+            otp_config.hmac_key.get_secret_value().encode()
+            if otp_config.hmac_key is not None
+            else secrets.token_bytes(32)
+        )
+        if otp_config.hmac_key is None:
+            logger.warning("[otp] hmac_key is not set: OTP codes and TOTP enrollments end at stop")
+        metrics_config = settings.metrics
         app = build_app(
             pipeline,
             tenant_keys(list(settings.tenants)),
             ready=lambda: any(supervisor.pools[name].is_up for name in supervisor.pools),
+            otp=OtpService(store, otp_config, otp_key, clock=time.time),
+            totp=TotpService(
+                StoreTotpAdapter(store),
+                otp_config.totp_issuer,
+                totp_key(otp_key),
+                clock=time.time,
+            ),
+            metrics=(
+                Metrics(latency_buckets_s=metrics_config.latency_buckets_s)
+                if metrics_config.enabled and metrics_config.listen is None
+                else None
+            ),
+            http=settings.http,
         )
         async with trio.open_nursery() as outer:
             await outer.start(pipeline.run)

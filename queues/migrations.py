@@ -114,6 +114,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        2,
+        "TOTP enrollments",
+        (
+            # "user" is quoted: it is a keyword in PostgreSQL, and the two schemas match.
+            """
+            CREATE TABLE totp (
+                tenant TEXT NOT NULL,
+                "user" TEXT NOT NULL,
+                secret_enc BLOB NOT NULL,
+                last_step INTEGER,
+                PRIMARY KEY (tenant, "user")
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -50,7 +50,7 @@ from queues.model import (
     StatusEvent,
     Transition,
 )
-from queues.store import StoreError
+from queues.store import StoreError, TotpEnrollment
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStore"]
 
@@ -158,12 +158,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        2,
+        "TOTP enrollments",
+        (
+            """
+            CREATE TABLE totp (
+                tenant text NOT NULL,
+                "user" text NOT NULL,
+                secret_enc bytea NOT NULL,
+                last_step bigint,
+                PRIMARY KEY (tenant, "user")
+            )
+            """,
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
 """The version this code writes and reads."""
 
-JobKind = Literal["accept", "record", "consent", "otp_put", "otp_update"]
+JobKind = Literal["accept", "record", "consent", "otp_put", "otp_update", "totp_put"]
 
 
 @dataclass(eq=False, slots=True)
@@ -176,6 +191,7 @@ class _Job:
     transitions: Sequence[Transition] = ()
     consent: ConsentRecord | None = None
     otp: OtpRecord | None = None
+    totp: TotpEnrollment | None = None
     done: trio.Event = field(default_factory=trio.Event)
     results: list[AcceptResult] = field(default_factory=list)
     error: BaseException | None = None
@@ -294,6 +310,9 @@ class PostgresStore:
     async def update_otp(self, record: OtpRecord) -> None:
         await self._submit(_Job("otp_update", 1, otp=record))
 
+    async def put_totp(self, record: TotpEnrollment) -> None:
+        await self._submit(_Job("totp_put", 1, totp=record))
+
     async def _submit(self, job: _Job) -> _Job:
         if self._closing:
             raise StoreError("the store is closed")
@@ -401,6 +420,10 @@ class PostgresStore:
                     await _apply_transitions(conn, [t for job in run for t in job.transitions])
                 elif kind == "consent":
                     await _insert_consent(conn, [job.consent for job in run if job.consent])
+                elif kind == "totp_put":
+                    for job in run:
+                        assert job.totp is not None
+                        await _put_totp(conn, job.totp)
                 else:
                     for job in run:
                         await _apply_otp(conn, job)
@@ -580,6 +603,20 @@ class PostgresStore:
             return OtpRecord(
                 row[0], row[1], row[2], bytes(row[3]), row[4], row[5], row[6], row[7], row[8]
             )
+
+        return await self._read(read)
+
+    async def get_totp(self, tenant: str, user: str) -> TotpEnrollment | None:
+        async def read(conn: Conn) -> TotpEnrollment | None:
+            row = await conn.fetchrow(
+                'SELECT tenant, "user", secret_enc, last_step FROM totp'
+                ' WHERE tenant = $1 AND "user" = $2',
+                tenant,
+                user,
+            )
+            if row is None:
+                return None
+            return TotpEnrollment(row[0], row[1], bytes(row[2]), row[3])
 
         return await self._read(read)
 
@@ -824,6 +861,18 @@ async def _insert_consent(conn: Conn, records: list[ConsentRecord]) -> None:
     await conn.executemany(
         "INSERT INTO consent (tenant, msisdn, opted_in, source, at) VALUES ($1, $2, $3, $4, $5)",
         [(c.tenant, c.msisdn, c.opted_in, c.source, float(c.at)) for c in records],
+    )
+
+
+async def _put_totp(conn: Conn, t: TotpEnrollment) -> None:
+    await conn.execute(
+        'INSERT INTO totp (tenant, "user", secret_enc, last_step) VALUES ($1, $2, $3, $4)'
+        ' ON CONFLICT (tenant, "user")'
+        " DO UPDATE SET secret_enc = excluded.secret_enc, last_step = excluded.last_step",
+        t.tenant,
+        t.user,
+        t.secret_enc,
+        t.last_step,
     )
 
 

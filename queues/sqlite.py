@@ -43,7 +43,7 @@ from queues.model import (
     StatusEvent,
     Transition,
 )
-from queues.store import StoreError
+from queues.store import StoreError, TotpEnrollment
 
 __all__ = ["SQLiteStore"]
 
@@ -63,7 +63,7 @@ _MESSAGE_COLUMNS = (
     " not_before, reference, callback_url, idempotency_key, request_hash, status"
 )
 
-JobKind = Literal["accept", "record", "consent", "otp_put", "otp_update"]
+JobKind = Literal["accept", "record", "consent", "otp_put", "otp_update", "totp_put"]
 
 
 @dataclass(eq=False, slots=True)
@@ -76,6 +76,7 @@ class _Job:
     transitions: Sequence[Transition] = ()
     consent: ConsentRecord | None = None
     otp: OtpRecord | None = None
+    totp: TotpEnrollment | None = None
     done: trio.Event = field(default_factory=trio.Event)
     results: list[AcceptResult] = field(default_factory=list)
     error: BaseException | None = None
@@ -158,6 +159,9 @@ class SQLiteStore:
 
     async def update_otp(self, record: OtpRecord) -> None:
         await self._submit(_Job("otp_update", 1, otp=record))
+
+    async def put_totp(self, record: TotpEnrollment) -> None:
+        await self._submit(_Job("totp_put", 1, totp=record))
 
     async def _submit(self, job: _Job) -> _Job:
         if self._closing:
@@ -455,6 +459,17 @@ class SQLiteStore:
 
         return await self._read(read)
 
+    async def get_totp(self, tenant: str, user: str) -> TotpEnrollment | None:
+        def read(conn: sqlite3.Connection) -> TotpEnrollment | None:
+            row = conn.execute(
+                'SELECT tenant, "user", secret_enc, last_step FROM totp'
+                ' WHERE tenant = ? AND "user" = ?',
+                (tenant, user),
+            ).fetchone()
+            return None if row is None else TotpEnrollment(row[0], row[1], bytes(row[2]), row[3])
+
+        return await self._read(read)
+
     # --- life cycle -------------------------------------------------------------------------
 
     async def aclose(self) -> None:
@@ -647,6 +662,16 @@ def _apply_single(conn: sqlite3.Connection, job: _Job) -> None:
         conn.execute(
             "INSERT INTO consent (tenant, msisdn, opted_in, source, at) VALUES (?, ?, ?, ?, ?)",
             (c.tenant, c.msisdn, int(c.opted_in), c.source, c.at),
+        )
+        return
+    if job.kind == "totp_put":
+        t = job.totp
+        assert t is not None
+        conn.execute(
+            'INSERT INTO totp (tenant, "user", secret_enc, last_step) VALUES (?, ?, ?, ?)'
+            ' ON CONFLICT (tenant, "user")'
+            " DO UPDATE SET secret_enc = excluded.secret_enc, last_step = excluded.last_step",
+            (t.tenant, t.user, t.secret_enc, t.last_step),
         )
         return
     o = job.otp

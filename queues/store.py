@@ -14,6 +14,7 @@ that return may lose the call's rows, never rows of a call that returned.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from queues.model import (
@@ -27,11 +28,26 @@ from queues.model import (
     Transition,
 )
 
-__all__ = ["Store", "StoreError"]
+__all__ = ["Store", "StoreError", "TotpEnrollment"]
 
 
 class StoreError(Exception):
     """The store cannot do what was asked (unreachable, schema newer than this code, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TotpEnrollment:
+    """One user's authenticator-app enrollment (``gateway.totp`` seals and reads the secret).
+
+    The store never sees the secret in the clear: ``secret_enc`` is opaque bytes to it.
+    ``last_step`` is the last accepted TOTP time step (replay protection), None before the
+    first verification.
+    """
+
+    tenant: str
+    user: str
+    secret_enc: bytes = field(repr=False)
+    last_step: int | None = None
 
 
 class Store(Protocol):
@@ -99,6 +115,14 @@ class Store(Protocol):
 
     async def update_otp(self, record: OtpRecord) -> None:
         """Store the attempts and ``used_at`` of an existing OTP request."""
+        ...
+
+    async def get_totp(self, tenant: str, user: str) -> TotpEnrollment | None:
+        """A tenant's user's TOTP enrollment (None when not enrolled, or another tenant's)."""
+        ...
+
+    async def put_totp(self, record: TotpEnrollment) -> None:
+        """Insert or replace the enrollment of ``(record.tenant, record.user)``."""
         ...
 
     async def aclose(self) -> None:

@@ -35,7 +35,7 @@ from queues.model import (
     StatusEvent,
     Transition,
 )
-from queues.store import Store
+from queues.store import Store, TotpEnrollment
 
 __all__ = [
     "ContractStore",
@@ -55,6 +55,7 @@ __all__ = [
     "test_parts_to_send",
     "test_record_part_and_message_transitions",
     "test_record_unknown_message_is_ignored",
+    "test_totp_put_get_replace_and_tenant_isolation",
     "test_unfinished_excludes_final_and_survives_reopen",
     "test_writes_survive_reopen",
 ]
@@ -470,6 +471,31 @@ async def test_otp_put_get_update_and_tenant_isolation(store: ContractStore) -> 
     # Another tenant cannot update it either.
     await store.update_otp(dataclasses.replace(used, tenant=_tenant(), attempts=99))
     assert await store.get_otp(tenant, record.request_id) == used
+
+
+async def test_totp_put_get_replace_and_tenant_isolation(
+    store: ContractStore, reopen: Reopen
+) -> None:
+    tenant = _tenant()
+    assert await store.get_totp(tenant, "alice") is None
+    record = TotpEnrollment(tenant, "alice", bytes(range(256)))
+    await store.put_totp(record)
+    assert await store.get_totp(tenant, "alice") == record
+    assert await store.get_totp(_tenant(), "alice") is None
+    assert await store.get_totp(tenant, "bob") is None
+
+    # put replaces: a verification stores the step, a re-enrollment a new secret.
+    stepped = dataclasses.replace(record, last_step=2**40)
+    await store.put_totp(stepped)
+    assert await store.get_totp(tenant, "alice") == stepped
+    other_tenant = TotpEnrollment(_tenant(), "alice", b"\x01" * 40, 7)
+    await store.put_totp(other_tenant)
+    renewed = TotpEnrollment(tenant, "alice", b"\x02" * 40)
+    await store.put_totp(renewed)
+
+    store = await reopen(store)
+    assert await store.get_totp(tenant, "alice") == renewed
+    assert await store.get_totp(other_tenant.tenant, "alice") == other_tenant
 
 
 async def test_writes_survive_reopen(store: ContractStore, reopen: Reopen) -> None:

@@ -183,6 +183,7 @@ async def test_tables_live_in_the_given_schema(store: PostgresStore) -> None:
         "transitions",
         "consent",
         "otp",
+        "totp",
     }
 
 
