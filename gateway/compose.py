@@ -44,6 +44,8 @@ __all__ = [
     "PartPayload",
     "PduBuilder",
     "compose",
+    "id_accepted_at",
+    "id_class",
     "new_message_id",
     "normalise_msisdn",
     "part_count",
@@ -129,14 +131,30 @@ def _region_of(calling_code: int) -> bool:
     return calling_code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE
 
 
-def new_message_id(now: float) -> str:
-    """A 32-hex-digit id: 48 bits of milliseconds, then 80 random bits.
+def new_message_id(now: float, klass: MessageClass) -> str:
+    """A 32-hex-digit id: 48 bits of milliseconds, the class (one digit), 76 random bits.
 
     Time first, so the store's indexes grow at their right edge (random ids touch a random
     page of every index on each insert, several times the write work per commit); the random
-    part keeps ids unguessable and unique across instances.
+    part keeps ids unguessable and unique across instances. The accept time and the class can
+    be read back (:func:`id_accepted_at`, :func:`id_class`), so the pipeline needs no
+    per-message memory to label its metrics.
     """
-    return f"{int(now * 1000) & 0xFFFF_FFFF_FFFF:012x}{secrets.token_hex(10)}"
+    millis = int(now * 1000) & 0xFFFF_FFFF_FFFF
+    return f"{millis:012x}{klass.priority}{secrets.token_hex(10)[1:]}"
+
+
+def id_accepted_at(message_id: str) -> float:
+    """The accept time (epoch seconds, ms precision) a message id was made with."""
+    return int(message_id[:12], 16) / 1000.0
+
+
+def id_class(message_id: str) -> MessageClass:
+    """The class a message id was made with."""
+    return CLASSES_BY_PRIORITY[int(message_id[12])]
+
+
+CLASSES_BY_PRIORITY = sorted(MessageClass, key=lambda c: c.priority)
 
 
 def normalise_msisdn(number: str) -> str:
@@ -219,7 +237,7 @@ def compose(
         )
     deferred = request.not_before is not None and request.not_before > now
     message = NewMessage(
-        id=new_message_id(now),
+        id=new_message_id(now, request.klass),
         tenant=tenant.name,
         klass=request.klass,
         to=to,

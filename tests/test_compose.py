@@ -14,6 +14,8 @@ from gateway.compose import (
     MessageRequest,
     PduBuilder,
     compose,
+    id_accepted_at,
+    id_class,
     new_message_id,
     normalise_msisdn,
     part_count,
@@ -166,8 +168,12 @@ def test_a_future_not_before_is_deferred() -> None:
     assert c.message.status is Status.DEFERRED
 
 
-def test_ids_are_time_ordered_and_unique() -> None:
-    ids = [new_message_id(NOW + i / 1000) for i in range(1000)]
+def test_ids_are_time_ordered_unique_and_carry_time_and_class() -> None:
+    ids = [new_message_id(NOW + i / 1000, MessageClass.MARKETING) for i in range(1000)]
     assert ids == sorted(ids)
     assert len(set(ids)) == 1000
     assert all(len(i) == 32 for i in ids)
+    for klass in MessageClass:
+        message_id = new_message_id(NOW + 0.5, klass)
+        assert id_class(message_id) is klass
+        assert id_accepted_at(message_id) == NOW + 0.5
