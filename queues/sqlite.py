@@ -107,7 +107,10 @@ class SQLiteStore:
         self._max_delay = max_delay_s
         self._write_limiter = trio.CapacityLimiter(1)
         self._read_limiter = trio.CapacityLimiter(len(readers))
-        self._pending: collections.deque[_Job] = collections.deque()
+        # Two lanes: status transitions, OTP accepts and the small writes go before bulk
+        # accepts, so a receipt's answer or an OTP never waits behind a 1000-message batch.
+        self._urgent: collections.deque[_Job] = collections.deque()
+        self._bulk: collections.deque[_Job] = collections.deque()
         self._pending_size = 0
         self._wake = trio.Event()
         self._full = trio.Event()
@@ -166,7 +169,8 @@ class SQLiteStore:
     async def _submit(self, job: _Job) -> _Job:
         if self._closing:
             raise StoreError("the store is closed")
-        self._pending.append(job)
+        urgent = job.kind != "accept" or any(m.klass is MessageClass.OTP for m in job.messages)
+        (self._urgent if urgent else self._bulk).append(job)
         self._pending_size += job.size
         self._wake.set()
         if self._pending_size >= self._max_batch:
@@ -182,7 +186,7 @@ class SQLiteStore:
         try:
             idle = True
             while True:
-                if not self._pending:
+                if not self._urgent and not self._bulk:
                     if self._closing:
                         return
                     self._wake = trio.Event()
@@ -216,15 +220,19 @@ class SQLiteStore:
             self._stopped.set()
 
     def _take_group(self) -> list[_Job]:
+        """The urgent lane first, then bulk accepts, up to ``max_batch`` (at least one job).
+        Jobs keep their order within a lane; across lanes order does not matter, since a
+        transition or OTP update only ever follows a commit of its own message."""
         group: list[_Job] = []
         size = 0
-        while self._pending:
-            job = self._pending[0]
-            if group and size + job.size > self._max_batch:
-                break
-            self._pending.popleft()
-            group.append(job)
-            size += job.size
+        for lane in (self._urgent, self._bulk):
+            while lane:
+                job = lane[0]
+                if group and size + job.size > self._max_batch:
+                    break
+                lane.popleft()
+                group.append(job)
+                size += job.size
         self._pending_size -= size
         return group
 
