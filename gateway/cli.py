@@ -71,6 +71,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(as_json=args.json)
 
 
+def _cmd_bench_redis(args: argparse.Namespace) -> int:
+    from benchmarks.redis_ingress import run
+
+    run(
+        args.messages,
+        args.json,
+        rtt_ms=args.rtt_ms,
+        binds=args.binds,
+        window=args.window,
+        batch=args.batch,
+        url=args.redis_url,
+        entry_keys=not args.no_entry_keys,
+    )
+    return EXIT_OK
+
+
 def _cmd_smsc_sim(args: argparse.Namespace) -> int:
     from gateway.simulator import run_from_args
 
@@ -163,6 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="simulator + daemon + a realistic mix, live")
     demo.add_argument("--json", action="store_true", help="also print the summary as JSON")
     demo.set_defaults(handler=_cmd_demo)
+
+    redis = scenarios.add_parser("redis", help="Redis stream ingress end to end, durable SQLite")
+    redis.add_argument("--messages", type=int, default=50_000, help="entries through the stream")
+    redis.add_argument("--rtt-ms", type=float, default=5.0, help="simulated SMSC round trip")
+    redis.add_argument("--binds", type=int, default=4, help="binds to the simulator")
+    redis.add_argument("--window", type=int, default=100, help="window per bind")
+    redis.add_argument("--batch", type=int, default=500, help="entries per XREADGROUP")
+    redis.add_argument("--redis-url", default=None, help="default: $ULAK_REDIS_URL or local")
+    redis.add_argument("--no-entry-keys", action="store_true", help="no entry-id idempotency keys")
+    redis.add_argument("--json", action="store_true", help="also print one JSON line")
+    redis.set_defaults(handler=_cmd_bench_redis)
 
     from gateway.simulator import add_arguments
 

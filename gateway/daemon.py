@@ -30,11 +30,25 @@ from gateway.metrics import Metrics
 from gateway.otp import OtpService
 from gateway.pipeline import Pipeline
 from gateway.totp import TotpService
+from queues.model import Transition
 from queues.store import Store
 
 __all__ = ["open_store", "run_daemon"]
 
 logger = logging.getLogger("ulak")
+
+
+@contextlib.asynccontextmanager
+async def asyncio_loop() -> AsyncIterator[None]:
+    """The one trio-asyncio loop the asyncio libraries run on (asyncpg, redis-py; DESIGN §6),
+    opened unless one is already running."""
+    import trio_asyncio
+
+    if trio_asyncio.current_loop.get() is not None:
+        yield
+        return
+    async with trio_asyncio.open_loop():
+        yield
 
 
 @contextlib.asynccontextmanager
@@ -57,11 +71,9 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
             with trio.CancelScope(shield=True):
                 await sqlite.aclose()
         return
-    import trio_asyncio
-
     from queues.postgres import PostgresStore
 
-    async with trio_asyncio.open_loop():
+    async with asyncio_loop():
         pg = await PostgresStore.open(
             config.url.get_secret_value(),
             pool_size=config.pool_size,
@@ -84,8 +96,17 @@ async def run_daemon(
     from hypercorn.config import Config as HypercornConfig
     from hypercorn.trio import serve
 
-    async with open_store(settings) as store:
-        pipeline = Pipeline(settings, store)
+    metrics_config = settings.metrics
+    metrics = (
+        Metrics(latency_buckets_s=metrics_config.latency_buckets_s)
+        if metrics_config.enabled
+        else None
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.redis is not None:
+            await stack.enter_async_context(asyncio_loop())
+        store = await stack.enter_async_context(open_store(settings))
+        pipeline = Pipeline(settings, store, metrics=metrics)
         routes = [RouteSettings.from_config(r) for r in settings.routes]
         supervisor = BindSupervisor(routes, pipeline, pipeline)
         pipeline.route_for = supervisor.route_for
@@ -107,7 +128,6 @@ async def run_daemon(
         )
         if otp_config.hmac_key is None:
             logger.warning("[otp] hmac_key is not set: OTP codes and TOTP enrollments end at stop")
-        metrics_config = settings.metrics
         app = build_app(
             pipeline,
             tenant_keys(list(settings.tenants)),
@@ -119,11 +139,7 @@ async def run_daemon(
                 totp_key(otp_key),
                 clock=time.time,
             ),
-            metrics=(
-                Metrics(latency_buckets_s=metrics_config.latency_buckets_s)
-                if metrics_config.enabled and metrics_config.listen is None
-                else None
-            ),
+            metrics=metrics if metrics_config.listen is None else None,
             http=settings.http,
         )
         async with trio.open_nursery() as outer:
@@ -134,6 +150,10 @@ async def run_daemon(
                 for address in addresses:
                     print(f"ulak: http listening on {address}", flush=True)
                 nursery.start_soon(_watch_signals, stop)
+                if settings.redis is not None:
+                    await outer.start(_serve_redis, settings, pipeline)
+                if metrics is not None:  # in the outer nursery: it runs until the end
+                    outer.start_soon(_refresh_metrics, metrics, pipeline, supervisor)
                 task_status.started((pipeline, supervisor))
                 await stop.wait()
                 logger.info("stopping: draining the binds")
@@ -152,6 +172,72 @@ async def _serve_http(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     await serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)  # type: ignore[operator]
+
+
+async def _serve_redis(
+    settings: Settings,
+    pipeline: Pipeline,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The Redis stream ingress and the status events it publishes (``[redis]``)."""
+    from queues.redis_ingress import RedisIngress
+
+    config = settings.redis
+    assert config is not None
+    ingress = await RedisIngress.open(
+        config.url.get_secret_value(),
+        consumer=config.consumer or f"ulak-{os.getpid()}",
+        stream=config.stream,
+        group=config.group,
+        dead=config.dead_letter_stream,
+        events=config.events_stream,
+        events_maxlen=config.events_maxlen,
+        batch=config.read_count,
+        block_ms=config.block_ms,
+        claim_idle_ms=int(config.claim_idle_s * 1000),
+    )
+    events: list[dict[str, str]] = []
+    wake = trio.Event()
+
+    def on_status(transition: Transition) -> None:
+        event = {
+            "id": transition.message_id,
+            "status": transition.status.value,
+            "at": f"{transition.at:.3f}",
+        }
+        if transition.error:
+            event["error"] = transition.error
+        events.append(event)
+        wake.set()
+
+    async def publish() -> None:
+        nonlocal wake, events
+        while True:
+            await wake.wait()
+            wake = trio.Event()
+            batch, events = events, []
+            await ingress.publish_events(batch)
+
+    pipeline.status_listeners.append(on_status)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publish)
+            await nursery.start(ingress.run, pipeline, {t.name: t for t in settings.tenants})
+            task_status.started()
+    finally:
+        with trio.CancelScope(shield=True):
+            await ingress.aclose()
+
+
+async def _refresh_metrics(
+    metrics: Metrics, pipeline: Pipeline, supervisor: BindSupervisor
+) -> None:
+    """The gauges read from state (queue depths, binds) are refreshed every 2 s."""
+    while True:
+        pipeline.refresh_metrics()
+        metrics.update_binds(supervisor.stats())
+        await trio.sleep(2.0)
 
 
 async def _watch_signals(stop: trio.Event) -> None:

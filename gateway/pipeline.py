@@ -28,6 +28,8 @@ from gateway.compose import (
     MessageRequest,
     PduBuilder,
     compose,
+    id_accepted_at,
+    id_class,
     part_count,
     part_msisdn,
     part_sender,
@@ -36,6 +38,7 @@ from gateway.compose import (
 )
 from gateway.config import RouteConfig, Settings, TenantConfig
 from gateway.correlator import PartKey, ReceiptCorrelator
+from gateway.metrics import Metrics
 from gateway.parts import OutboundPart, RetryReason
 from gateway.policies import Policies, Verdict, is_stop_message
 from gateway.router import NoRouteError, RouteEntry, Router
@@ -116,10 +119,14 @@ class Pipeline:
         store: Store,
         *,
         wall: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.wall = wall
+        self.metrics = metrics
+        self.status_listeners: list[Callable[[Transition], None]] = []
+        """Called with every message-level transition (not parts), e.g. to publish events."""
         self.routes: dict[str, RouteConfig] = {r.name: r for r in settings.routes}
         self.tenants: dict[str, TenantConfig] = {t.name: t for t in settings.tenants}
         self.router = Router(
@@ -203,7 +210,10 @@ class Pipeline:
                 continue
             composed.append((i, c))
         if composed:
+            started = time.perf_counter()
             results = await self.store.accept([c.message for _, c in composed])
+            if self.metrics is not None:
+                self.metrics.store_commit(time.perf_counter() - started)
             for (i, c), result in zip(composed, results, strict=True):
                 message = c.message
                 if result.outcome is AcceptOutcome.CONFLICT:
@@ -441,6 +451,8 @@ class Pipeline:
     def _apply_receipt(self, target: PartKey, parts: int, receipt: Receipt, wall: float) -> None:
         status = _RECEIPT_STATUS.get(receipt.state)
         self._count(f"receipt_{receipt.state.name.lower()}")
+        if self.metrics is not None:
+            self.metrics.receipt(receipt.state)
         if status is None:
             return  # ENROUTE, ACCEPTED, UNKNOWN: not an outcome
         self.correlator.forget(receipt)
@@ -502,6 +514,22 @@ class Pipeline:
     def _transition(self, transition: Transition) -> None:
         self._pending.append(transition)
         self._wake.set()
+        if transition.part is None:
+            metrics = self.metrics
+            if metrics is not None:
+                klass = id_class(transition.message_id)
+                metrics.message_status(klass, transition.status)
+                if transition.status is Status.SUBMITTED:
+                    accepted = id_accepted_at(transition.message_id)
+                    metrics.accept_to_submit(klass, max(0.0, transition.at - accepted))
+            for listener in self.status_listeners:
+                listener(transition)
+
+    def refresh_metrics(self) -> None:
+        """Set the gauges that are read rather than counted (queue depths, deferred)."""
+        if self.metrics is not None:
+            self.metrics.set_queue_depths(self.scheduler.depths())
+            self.metrics.set_deferred(self.scheduler.deferred_count())
 
     async def _committed_now(self) -> int:
         """Wait until every transition appended so far is committed; the status to answer."""
@@ -530,7 +558,10 @@ class Pipeline:
             settled, self._submitted_routes = self._submitted_routes, []
             generation = self._generation
             self._generation += 1
+            started = time.perf_counter()
             await self.store.record(batch)
+            if self.metrics is not None:
+                self.metrics.store_commit(time.perf_counter() - started)
             for route in settled:
                 self._settle(route)
             self._committed = generation

@@ -45,7 +45,9 @@ class Simulator:
         return counts
 
 
-def write_config(folder: Path, smsc_port: int, *, binds: int = 2, window: int = 10) -> Path:
+def write_config(
+    folder: Path, smsc_port: int, *, binds: int = 2, window: int = 10, extra: str = ""
+) -> Path:
     path = folder / "ulak.toml"
     digest = hashlib.sha256(API_KEY.encode()).hexdigest()
     path.write_text(
@@ -73,6 +75,7 @@ binds = {binds}
 window = {window}
 response_timeout_s = 5
 shutdown_grace_s = 5
+{extra}
 """,
         encoding="utf-8",
     )

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.daemon_helpers import Daemon, Simulator, write_config
 
@@ -53,6 +54,19 @@ def _wait_all_sent(sim: Simulator, accepted: list[str], timeout: float = 60.0) -
     return {t: counts[t] for t in accepted}
 
 
+def _check_metrics(daemon: Daemon) -> None:
+    """The restarted daemon counted what it sent, by class and status, at /metrics."""
+    text = daemon.client.get("/metrics").text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    key = ("ulak_messages_total", (("class", "transactional"), ("status", "submitted")))
+    assert samples.get(key, 0) > 0
+    assert samples[("ulak_bind_up", (("bind", "sim#1"), ("route", "sim")))] in (0.0, 1.0)
+
+
 def _run(tmp_path: Path, crash: str) -> tuple[list[str], dict[str, int]]:
     sim = Simulator(tmp_path, "--rtt-ms", "20")
     try:
@@ -79,6 +93,7 @@ def _run(tmp_path: Path, crash: str) -> tuple[list[str], dict[str, int]]:
         restarted = Daemon(config)
         try:
             counts = _wait_all_sent(sim, accepted)
+            _check_metrics(restarted)
         finally:
             assert restarted.terminate() == 0
         return accepted, counts
