@@ -257,6 +257,9 @@ class Pipeline:
                 self.scheduler.defer(part, message.not_before)
             else:
                 self.scheduler.put(part)
+        if message.klass is MessageClass.OTP:
+            self._confirmed.set()  # a bind waiting for room may take an OTP from the reserve
+            self._confirmed = trio.Event()
 
     # --- restart ----------------------------------------------------------------------------
 
@@ -286,32 +289,50 @@ class Pipeline:
 
     # --- PartSource -------------------------------------------------------------------------
 
+    def _room(self, route: str, klass: MessageClass | None) -> bool:
+        """Whether a part of ``klass`` (None: of any class) may go out on ``route`` now: the
+        last tenth of the route's unconfirmed allowance is kept for OTP, so a flood of other
+        classes waiting for their commit never holds an OTP back."""
+        used = self._unconfirmed.get(route, 0)
+        limit = self._unconfirmed_limit[route]
+        if used >= limit:
+            return False
+        if used < limit - max(1, limit // 10):
+            return True
+        if klass is None:
+            return self.queues.pending(MessageClass.OTP, route) > 0
+        return klass is MessageClass.OTP
+
     def get_nowait(self, route: str) -> OutboundPart | None:
-        if self._unconfirmed.get(route, 0) >= self._unconfirmed_limit[route]:
+        if not self._room(route, None):
             return None
         scheduler = self.scheduler
         while True:
             part = scheduler.get_nowait(route)
-            if part is None or self._admit(part):
+            if part is None:
+                return None
+            queued: QueuedPart = part.part_id  # type: ignore[assignment]
+            if not self._room(route, queued.klass):
+                scheduler.retry(queued, 0.0, self.wall())
+                return None
+            if self._admit(part):
                 return self._hand_out(part, route)
 
     async def get(self, route: str) -> OutboundPart:
         while True:
-            while self._unconfirmed.get(route, 0) >= self._unconfirmed_limit[route]:
+            while not self._room(route, None):
                 await self._confirmed.wait()
             part = await self.scheduler.get(route)
-            if self._unconfirmed.get(route, 0) >= self._unconfirmed_limit[route]:
-                self.scheduler.retry(part.part_id, 0.0, self.wall())  # type: ignore[arg-type]
-                continue  # another bind of the route took the room meanwhile
+            queued: QueuedPart = part.part_id  # type: ignore[assignment]
+            if not self._room(route, queued.klass):
+                self.scheduler.retry(queued, 0.0, self.wall())
+                continue  # another bind took the room meanwhile, or only OTP may go now
             if self._admit(part):
-                out = self._hand_out(part, route)
-                assert out is not None
-                return out
+                return self._hand_out(part, route)
 
-    def _hand_out(self, op: OutboundPart | None, route: str) -> OutboundPart | None:
+    def _hand_out(self, op: OutboundPart, route: str) -> OutboundPart:
         """Count a part as unconfirmed until its outcome is committed (see ``_unconfirmed``)."""
-        if op is not None:
-            self._unconfirmed[route] = self._unconfirmed.get(route, 0) + 1
+        self._unconfirmed[route] = self._unconfirmed.get(route, 0) + 1
         return op
 
     def _settle(self, route: str) -> None:
