@@ -48,7 +48,8 @@ _OTP_COUNT = 200
 _OTP_GAP_S = 0.010
 
 
-def _settings(folder: Path, port: int, store: str | None, binds: int, window: int) -> Settings:
+def bench_settings(folder: Path, port: int, store: str | None, binds: int, window: int) -> Settings:
+    """One tenant (no opt-in needed, no quiet hours) and one route to the simulator."""
     data: dict[str, Any] = {
         "store": {"url": store or f"sqlite://{folder / 'bench.db'}"},
         "quiet_hours": {"enabled": False},
@@ -243,7 +244,7 @@ def run(
     proc, port = start_simulator(sim_args)
     try:
         with tempfile.TemporaryDirectory(prefix="ulak-bench-") as folder:
-            settings = _settings(Path(folder), port, store, binds, window)
+            settings = bench_settings(Path(folder), port, store, binds, window)
             sim0, cpu0 = cpu_seconds(proc.pid), time.process_time()
             result: dict[str, Any] = trio.run(_measure, settings, messages, backlog)
             result["cpu_gateway_s"] = time.process_time() - cpu0

@@ -27,9 +27,10 @@ import trio
 import trio_asyncio
 
 from benchmarks._simproc import cpu_seconds, start_simulator, stop_simulator
+from benchmarks.pipeline import bench_settings
 from gateway.binds import BindSupervisor
 from gateway.bindstate import RouteSettings
-from gateway.config import Settings, parse_config
+from gateway.config import Settings
 from gateway.parts import OutboundPart
 from gateway.pipeline import Pipeline
 from queues.redis_ingress import RedisIngress
@@ -37,35 +38,6 @@ from queues.redis_ingress import RedisIngress
 __all__ = ["run"]
 
 _XADD_CHUNK = 1000
-
-
-def _settings(folder: Path, port: int, binds: int, window: int) -> Settings:
-    data: dict[str, Any] = {
-        "store": {"url": f"sqlite://{folder / 'bench.db'}"},
-        "quiet_hours": {"enabled": False},
-        "tenants": [
-            {
-                "name": "bench",
-                "api_key_sha256": "0" * 64,
-                "require_opt_in": False,
-                "default_sender": "ULAK",
-            }
-        ],
-        "routes": [
-            {
-                "name": "sim",
-                "prefixes": [""],
-                "host": "127.0.0.1",
-                "port": port,
-                "system_id": "bench",
-                "password": "bench",
-                "bind": "transceiver",
-                "binds": binds,
-                "window": window,
-            }
-        ],
-    }
-    return parse_config(data, {})
 
 
 class _Submitted:
@@ -205,7 +177,7 @@ def run(
     proc, port = start_simulator(sim_args)
     try:
         with tempfile.TemporaryDirectory(prefix="ulak-bench-") as folder:
-            settings = _settings(Path(folder), port, binds, window)
+            settings = bench_settings(Path(folder), port, None, binds, window)
             sim0, cpu0 = cpu_seconds(proc.pid), time.process_time()
             result: dict[str, Any] = trio.run(_measure, settings, url, messages, batch, entry_keys)
             result["cpu_gateway_s"] = time.process_time() - cpu0
