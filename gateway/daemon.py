@@ -152,6 +152,7 @@ async def run_daemon(
                 nursery.start_soon(_watch_signals, stop)
                 if settings.redis is not None:
                     await outer.start(_serve_redis, settings, pipeline)
+                await outer.start(_serve_webhooks, settings, pipeline, store)
                 if metrics is not None:  # in the outer nursery: it runs until the end
                     outer.start_soon(_refresh_metrics, metrics, pipeline, supervisor)
                 task_status.started((pipeline, supervisor))
@@ -228,6 +229,27 @@ async def _serve_redis(
     finally:
         with trio.CancelScope(shield=True):
             await ingress.aclose()
+
+
+async def _serve_webhooks(
+    settings: Settings,
+    pipeline: Pipeline,
+    store: Store,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Status changes and MO messages to the callback URLs, off the send path."""
+    from gateway.webhook_relay import WebhookRelay
+    from gateway.webhooks import WebhookSender
+
+    sender = WebhookSender(settings.webhooks)
+    relay = WebhookRelay(sender, store, {t.name: t for t in settings.tenants})
+    pipeline.status_listeners.append(relay.on_status)
+    pipeline.mo_listeners.append(relay.on_mo)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender.run)
+        nursery.start_soon(relay.run)
+        task_status.started()
 
 
 async def _refresh_metrics(

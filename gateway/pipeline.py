@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -127,6 +128,8 @@ class Pipeline:
         self.metrics = metrics
         self.status_listeners: list[Callable[[Transition], None]] = []
         """Called with every message-level transition (not parts), e.g. to publish events."""
+        self.mo_listeners: list[Callable[[TenantConfig, dict[str, Any]], None]] = []
+        """Called with each MO message and the tenant whose sender address it went to."""
         self.routes: dict[str, RouteConfig] = {r.name: r for r in settings.routes}
         self.tenants: dict[str, TenantConfig] = {t.name: t for t in settings.tenants}
         self.router = Router(
@@ -514,20 +517,32 @@ class Pipeline:
             self._count("mo_binary")
             return _ESME_ROK
         self._count("mo")
-        consent = self.settings.consent
-        if not is_stop_message(text, consent.stop_keywords, consent.stop_match):
-            return _ESME_ROK
         msisdn = "+" + pdu.source_addr.lstrip("+")
+        # The MO went to a tenant's sender address; one we cannot place concerns every tenant
+        # for an opt-out (the safe side), and nobody's webhook.
         tenants = [
             t
             for t in self.settings.tenants
             if pdu.destination_addr in (t.default_sender, *t.allowed_senders)
         ]
-        for tenant in tenants or self.settings.tenants:
-            record = ConsentRecord(tenant.name, msisdn, False, f"mo:{text.strip()[:20]}", wall)
-            await self.store.set_consent(record)
-            self.policies.consent.update(record)
-        self._count("opt_outs")
+        consent = self.settings.consent
+        stop = is_stop_message(text, consent.stop_keywords, consent.stop_match)
+        if stop:
+            for tenant in tenants or self.settings.tenants:
+                record = ConsentRecord(tenant.name, msisdn, False, f"mo:{text.strip()[:20]}", wall)
+                await self.store.set_consent(record)
+                self.policies.consent.update(record)
+            self._count("opt_outs")
+        event = {
+            "from": msisdn,
+            "to": pdu.destination_addr,
+            "text": text,
+            "opt_out": stop,
+            "at": wall,
+        }
+        for tenant in tenants:
+            for listener in self.mo_listeners:
+                listener(tenant, event)
         return _ESME_ROK
 
     # --- transitions ------------------------------------------------------------------------

@@ -477,6 +477,23 @@ class PostgresStore:
 
         return await self._read(read)
 
+    async def callback_targets(
+        self, message_ids: Sequence[str]
+    ) -> dict[str, tuple[str, str | None, str, int]]:
+        ids = list(dict.fromkeys(message_ids))
+        if not ids:
+            return {}
+
+        async def read(conn: Conn) -> dict[str, tuple[str, str | None, str, int]]:
+            rows = await conn.fetch(
+                "SELECT id, tenant, callback_url, msisdn, parts FROM messages"
+                " WHERE id = ANY($1::text[])",
+                ids,
+            )
+            return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
+        return await self._read(read)
+
     async def get_message(self, tenant: str, message_id: str) -> MessageView | None:
         async def read(conn: Conn) -> MessageView | None:
             row = await conn.fetchrow(

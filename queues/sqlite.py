@@ -370,6 +370,25 @@ class SQLiteStore:
 
         return await self._read(read)
 
+    async def callback_targets(
+        self, message_ids: Sequence[str]
+    ) -> dict[str, tuple[str, str | None, str, int]]:
+        ids = list(dict.fromkeys(message_ids))
+
+        def read(conn: sqlite3.Connection) -> dict[str, tuple[str, str | None, str, int]]:
+            found: dict[str, tuple[str, str | None, str, int]] = {}
+            for start in range(0, len(ids), _KEY_CHUNK):
+                chunk = ids[start : start + _KEY_CHUNK]
+                for message_id, tenant, url, msisdn, parts in conn.execute(
+                    "SELECT id, tenant, callback_url, msisdn, parts FROM messages"
+                    f" WHERE id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                ):
+                    found[message_id] = (tenant, url, msisdn, parts)
+            return found
+
+        return await self._read(read) if ids else {}
+
     async def unfinished(self, batch: int = 10_000) -> AsyncIterator[list[MessageRecord]]:
         # Keyset pagination on (created_at, id): each batch is a short read, and messages that
         # become final meanwhile simply drop out.

@@ -78,6 +78,13 @@ class Store(Protocol):
         """A tenant's message with its parts and history (None for another tenant's)."""
         ...
 
+    async def callback_targets(
+        self, message_ids: Sequence[str]
+    ) -> dict[str, tuple[str, str | None, str, int]]:
+        """For each known id: ``(tenant, callback_url, to, parts)`` — what a status webhook
+        needs to know of its message, for many messages in one read."""
+        ...
+
     def unfinished(self, batch: int = 10_000) -> AsyncIterator[list[MessageRecord]]:
         """Every message not yet final, oldest first, in batches (the queues are rebuilt from
         this at start). Parts already submitted are left to their receipts: the record's

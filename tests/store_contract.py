@@ -43,6 +43,7 @@ __all__ = [
     "test_accept_deferred_keeps_status_on_parts",
     "test_accept_then_get_message",
     "test_accepts_from_many_tasks_share_commits",
+    "test_callback_targets_for_many_messages_in_one_read",
     "test_cancelled_caller_leaves_the_writer_working",
     "test_concurrent_same_key_creates_once",
     "test_consent_latest_wins_and_history",
@@ -134,6 +135,19 @@ async def test_accept_then_get_message(store: ContractStore) -> None:
 
     assert await store.get_message(_tenant(), message.id) is None
     assert await store.get_message(tenant, "no-such-message") is None
+
+
+async def test_callback_targets_for_many_messages_in_one_read(store: ContractStore) -> None:
+    tenant, other = _tenant(), _tenant()
+    hooked = _message(tenant, callback_url="https://example.com/hook", parts=2)
+    plain = _message(other, to="+905551112233")
+    await store.accept([hooked, plain])
+    targets = await store.callback_targets([hooked.id, plain.id, hooked.id, "no-such-message"])
+    assert targets == {
+        hooked.id: (tenant, "https://example.com/hook", "+905321234567", 2),
+        plain.id: (other, None, "+905551112233", 1),
+    }
+    assert await store.callback_targets([]) == {}
 
 
 async def test_accept_deferred_keeps_status_on_parts(store: ContractStore) -> None:
