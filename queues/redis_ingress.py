@@ -6,7 +6,7 @@ has the fields:
 
 - ``tenant``: the name of a configured tenant;
 - ``body``: the JSON of ``POST /v1/messages``, validated by the same pydantic model as the HTTP
-  API (:class:`gateway.http_api.MessageBody`), so both accept exactly the same shape;
+  API (:class:`gateway.api_models.MessageBody`), so both accept exactly the same shape;
 - ``idempotency_key`` (optional): as the HTTP ``Idempotency-Key`` header.
 
 Other fields are ignored (producers may add their own tracing fields).
@@ -46,10 +46,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.api_models import MessageBody
 from gateway.backoff import Backoff
 from gateway.compose import MessageRequest
 from gateway.config import TenantConfig
-from gateway.http_api import MessageBody
 from gateway.pipeline import AcceptItem
 from queues.store import StoreError
 
