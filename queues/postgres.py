@@ -20,20 +20,19 @@ lock, so two instances starting together on one schema do not race.
 from __future__ import annotations
 
 import asyncio
-import collections
 import hashlib
 import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import asyncpg
 import trio
 import trio_asyncio
 
 from protocols.receipts import message_id_keys
+from queues.group_commit import GroupCommit, GroupCommitWrites, WriteJob
 from queues.migrations import Migration
 from queues.model import (
     AcceptOutcome,
@@ -178,26 +177,8 @@ MIGRATIONS: tuple[Migration, ...] = (
 SCHEMA_VERSION = MIGRATIONS[-1].version
 """The version this code writes and reads."""
 
-JobKind = Literal["accept", "record", "consent", "otp_put", "otp_update", "totp_put"]
 
-
-@dataclass(eq=False, slots=True)
-class _Job:
-    """One caller's write, waiting for the commit that holds it."""
-
-    kind: JobKind
-    size: int
-    messages: Sequence[NewMessage] = ()
-    transitions: Sequence[Transition] = ()
-    consent: ConsentRecord | None = None
-    otp: OtpRecord | None = None
-    totp: TotpEnrollment | None = None
-    done: trio.Event = field(default_factory=trio.Event)
-    results: list[AcceptResult] = field(default_factory=list)
-    error: BaseException | None = None
-
-
-class PostgresStore:
+class PostgresStore(GroupCommitWrites):
     """:class:`queues.store.Store` on PostgreSQL (see the module docstring).
 
     Attributes:
@@ -220,14 +201,16 @@ class PostgresStore:
         self.schema = schema
         self._loop = loop
         self._pool = pool
-        self._max_batch = max_batch
-        self._max_delay = max_delay_s
-        self._pending: collections.deque[_Job] = collections.deque()
-        self._pending_size = 0
-        self._wake = trio.Event()
-        self._full = trio.Event()
-        self._stopped = trio.Event()
-        self._closing = False
+        self._commit = GroupCommit(
+            self._write_on_loop,
+            max_batch=max_batch,
+            max_delay_s=max_delay_s,
+            name="PostgreSQL",
+            failure=_store_error,
+            # asyncio.CancelledError (a BaseException) comes when the asyncio loop shuts down
+            # under a running group: escaping a system task, it would crash the whole trio run.
+            catch=(Exception, asyncio.CancelledError),
+        )
         self._closed = False
 
     @classmethod
@@ -278,7 +261,7 @@ class PostgresStore:
                 raise StoreError(f"PostgreSQL: cannot migrate schema {schema}: {exc}") from exc
             raise
         store = cls(loop, pool, schema=schema, max_batch=max_batch, max_delay_s=max_delay_s)
-        trio.lowlevel.spawn_system_task(store._writer, name=f"postgres writer {schema}")
+        trio.lowlevel.spawn_system_task(store._commit.run, name=f"postgres writer {schema}")
         return store
 
     async def _aio(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -286,101 +269,12 @@ class PostgresStore:
         result: T = await self._loop.run_aio_coroutine(coro)
         return result
 
-    # --- writes -----------------------------------------------------------------------------
-
-    async def accept(self, messages: Sequence[NewMessage]) -> list[AcceptResult]:
-        if not messages:
-            await trio.lowlevel.checkpoint()
-            return []
-        job = await self._submit(_Job("accept", len(messages), messages=list(messages)))
-        return job.results
-
-    async def record(self, transitions: Sequence[Transition]) -> None:
-        if not transitions:
-            await trio.lowlevel.checkpoint()
-            return
-        await self._submit(_Job("record", len(transitions), transitions=list(transitions)))
-
-    async def set_consent(self, record: ConsentRecord) -> None:
-        await self._submit(_Job("consent", 1, consent=record))
-
-    async def put_otp(self, record: OtpRecord) -> None:
-        await self._submit(_Job("otp_put", 1, otp=record))
-
-    async def update_otp(self, record: OtpRecord) -> None:
-        await self._submit(_Job("otp_update", 1, otp=record))
-
-    async def put_totp(self, record: TotpEnrollment) -> None:
-        await self._submit(_Job("totp_put", 1, totp=record))
-
-    async def _submit(self, job: _Job) -> _Job:
-        if self._closing:
-            raise StoreError("the store is closed")
-        self._pending.append(job)
-        self._pending_size += job.size
-        self._wake.set()
-        if self._pending_size >= self._max_batch:
-            self._full.set()
-        # Cancelling this wait leaves the job queued: it is committed all the same.
-        await job.done.wait()
-        if job.error is not None:
-            raise job.error
-        return job
-
-    async def _writer(self) -> None:
-        try:
-            idle = True
-            while True:
-                if not self._pending:
-                    if self._closing:
-                        return
-                    self._wake = trio.Event()
-                    await self._wake.wait()
-                    idle = True
-                    continue
-                # The first write after a quiet spell waits a moment for company; writes that
-                # queued during a commit go with the next one at once.
-                if (
-                    idle
-                    and self._max_delay > 0
-                    and not self._closing
-                    and self._pending_size < self._max_batch
-                ):
-                    self._full = trio.Event()
-                    with trio.move_on_after(self._max_delay):
-                        await self._full.wait()
-                idle = False
-                group = self._take_group()
-                try:
-                    await self._aio(self._write_group(group))
-                # The writer must outlive any one group. asyncio.CancelledError (a BaseException)
-                # comes when the asyncio loop shuts down under a running group: escaping a
-                # system task, it would crash the whole trio run.
-                except (Exception, asyncio.CancelledError) as exc:
-                    logger.exception("PostgreSQL writer group failed")
-                    for job in group:
-                        job.error = _store_error(exc)
-                for job in group:
-                    job.done.set()
-        finally:
-            self._stopped.set()
-
-    def _take_group(self) -> list[_Job]:
-        group: list[_Job] = []
-        size = 0
-        while self._pending:
-            job = self._pending[0]
-            if group and size + job.size > self._max_batch:
-                break
-            self._pending.popleft()
-            group.append(job)
-            size += job.size
-        self._pending_size -= size
-        return group
-
     # --- the writer, on the asyncio side ----------------------------------------------------
 
-    async def _write_group(self, group: list[_Job]) -> None:
+    async def _write_on_loop(self, group: list[WriteJob]) -> None:
+        await self._aio(self._write_group(group))
+
+    async def _write_group(self, group: list[WriteJob]) -> None:
         """Apply a group in one transaction; if it fails, apply its jobs one by one so that
         one bad job (say, a duplicate message id) fails only its own caller."""
         async with self._pool.acquire() as conn:
@@ -397,7 +291,7 @@ class PostgresStore:
                     except Exception as job_exc:
                         job.error = _store_error(job_exc)
 
-    async def _transaction(self, conn: Conn, group: list[_Job]) -> None:
+    async def _transaction(self, conn: Conn, group: list[WriteJob]) -> None:
         results: dict[int, list[AcceptResult]] = {}
         async with conn.transaction():
             # Consecutive jobs of one kind go in one batch (one executemany per table); the
@@ -436,7 +330,7 @@ class PostgresStore:
     # --- reads ------------------------------------------------------------------------------
 
     async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        if self._closing:
+        if self._commit.closing:
             raise StoreError("the store is closed")
 
         async def run() -> T:
@@ -645,10 +539,7 @@ class PostgresStore:
         if self._closed:
             await trio.lowlevel.checkpoint()
             return
-        self._closing = True
-        self._wake.set()
-        self._full.set()
-        await self._stopped.wait()
+        await self._commit.close()
         self._closed = True
         await self._aio(self._pool.close())
 
@@ -893,7 +784,7 @@ async def _put_totp(conn: Conn, t: TotpEnrollment) -> None:
     )
 
 
-async def _apply_otp(conn: Conn, job: _Job) -> None:
+async def _apply_otp(conn: Conn, job: WriteJob) -> None:
     o = job.otp
     assert o is not None
     if job.kind == "otp_put":

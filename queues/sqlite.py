@@ -17,16 +17,15 @@ serves the others (their rows are still committed; only the answer is dropped).
 
 from __future__ import annotations
 
-import collections
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import trio
 
 from protocols.receipts import message_id_keys
+from queues.group_commit import GroupCommit, GroupCommitWrites, WriteJob
 from queues.migrations import migrate
 from queues.model import (
     AcceptOutcome,
@@ -63,26 +62,8 @@ _MESSAGE_COLUMNS = (
     " not_before, reference, callback_url, idempotency_key, request_hash, status"
 )
 
-JobKind = Literal["accept", "record", "consent", "otp_put", "otp_update", "totp_put"]
 
-
-@dataclass(eq=False, slots=True)
-class _Job:
-    """One caller's write, waiting for the commit that holds it."""
-
-    kind: JobKind
-    size: int
-    messages: Sequence[NewMessage] = ()
-    transitions: Sequence[Transition] = ()
-    consent: ConsentRecord | None = None
-    otp: OtpRecord | None = None
-    totp: TotpEnrollment | None = None
-    done: trio.Event = field(default_factory=trio.Event)
-    results: list[AcceptResult] = field(default_factory=list)
-    error: BaseException | None = None
-
-
-class SQLiteStore:
+class SQLiteStore(GroupCommitWrites):
     """:class:`queues.store.Store` on one SQLite file (see the module docstring).
 
     Attributes:
@@ -103,19 +84,18 @@ class SQLiteStore:
         self._conn = writer
         self._readers = readers
         self._shared_reader = readers == [writer]
-        self._max_batch = max_batch
-        self._max_delay = max_delay_s
         self._write_limiter = trio.CapacityLimiter(1)
         self._read_limiter = trio.CapacityLimiter(len(readers))
-        # Two lanes: status transitions, OTP accepts and the small writes go before bulk
-        # accepts, so a receipt's answer or an OTP never waits behind a 1000-message batch.
-        self._urgent: collections.deque[_Job] = collections.deque()
-        self._bulk: collections.deque[_Job] = collections.deque()
-        self._pending_size = 0
-        self._wake = trio.Event()
-        self._full = trio.Event()
-        self._stopped = trio.Event()
-        self._closing = False
+        # Transitions, OTP accepts and the small writes go before bulk accepts, so a receipt's
+        # answer or an OTP never waits behind a 1000-message batch.
+        self._commit = GroupCommit(
+            self._write_in_thread,
+            max_batch=max_batch,
+            max_delay_s=max_delay_s,
+            name="SQLite",
+            failure=lambda exc: exc,
+            urgent=_urgent,
+        )
         self._closed = False
         self._reads = 0
         self._reads_done = trio.Event()
@@ -136,109 +116,15 @@ class SQLiteStore:
         """
         writer, readers = await trio.to_thread.run_sync(_connect, path)
         store = cls(writer, readers, max_batch=max_batch, max_delay_s=max_delay_s)
-        trio.lowlevel.spawn_system_task(store._writer, name=f"sqlite writer {path}")
+        trio.lowlevel.spawn_system_task(store._commit.run, name=f"sqlite writer {path}")
         return store
-
-    # --- writes -----------------------------------------------------------------------------
-
-    async def accept(self, messages: Sequence[NewMessage]) -> list[AcceptResult]:
-        if not messages:
-            await trio.lowlevel.checkpoint()
-            return []
-        job = await self._submit(_Job("accept", len(messages), messages=list(messages)))
-        return job.results
-
-    async def record(self, transitions: Sequence[Transition]) -> None:
-        if not transitions:
-            await trio.lowlevel.checkpoint()
-            return
-        await self._submit(_Job("record", len(transitions), transitions=list(transitions)))
-
-    async def set_consent(self, record: ConsentRecord) -> None:
-        await self._submit(_Job("consent", 1, consent=record))
-
-    async def put_otp(self, record: OtpRecord) -> None:
-        await self._submit(_Job("otp_put", 1, otp=record))
-
-    async def update_otp(self, record: OtpRecord) -> None:
-        await self._submit(_Job("otp_update", 1, otp=record))
-
-    async def put_totp(self, record: TotpEnrollment) -> None:
-        await self._submit(_Job("totp_put", 1, totp=record))
-
-    async def _submit(self, job: _Job) -> _Job:
-        if self._closing:
-            raise StoreError("the store is closed")
-        urgent = job.kind != "accept" or any(m.klass is MessageClass.OTP for m in job.messages)
-        (self._urgent if urgent else self._bulk).append(job)
-        self._pending_size += job.size
-        self._wake.set()
-        if self._pending_size >= self._max_batch:
-            self._full.set()
-        # Cancelling this wait leaves the job queued: it is committed all the same, and the
-        # writer never depends on its caller still listening.
-        await job.done.wait()
-        if job.error is not None:
-            raise job.error
-        return job
-
-    async def _writer(self) -> None:
-        try:
-            idle = True
-            while True:
-                if not self._urgent and not self._bulk:
-                    if self._closing:
-                        return
-                    self._wake = trio.Event()
-                    await self._wake.wait()
-                    idle = True
-                    continue
-                # The first write after a quiet spell waits a moment for company; writes that
-                # queued during a commit go with the next one at once.
-                if (
-                    idle
-                    and self._max_delay > 0
-                    and not self._closing
-                    and self._pending_size < self._max_batch
-                ):
-                    self._full = trio.Event()
-                    with trio.move_on_after(self._max_delay):
-                        await self._full.wait()
-                idle = False
-                group = self._take_group()
-                try:
-                    await trio.to_thread.run_sync(
-                        self._write_group, group, limiter=self._write_limiter
-                    )
-                except Exception as exc:  # the writer must outlive any one group
-                    logger.exception("SQLite writer group failed")
-                    for job in group:
-                        job.error = exc
-                for job in group:
-                    job.done.set()
-        finally:
-            self._stopped.set()
-
-    def _take_group(self) -> list[_Job]:
-        """The urgent lane first, then bulk accepts, up to ``max_batch`` (at least one job).
-        Jobs keep their order within a lane; across lanes order does not matter, since a
-        transition or OTP update only ever follows a commit of its own message."""
-        group: list[_Job] = []
-        size = 0
-        for lane in (self._urgent, self._bulk):
-            while lane:
-                job = lane[0]
-                if group and size + job.size > self._max_batch:
-                    break
-                lane.popleft()
-                group.append(job)
-                size += job.size
-        self._pending_size -= size
-        return group
 
     # --- the writer thread ------------------------------------------------------------------
 
-    def _write_group(self, group: list[_Job]) -> None:
+    async def _write_in_thread(self, group: list[WriteJob]) -> None:
+        await trio.to_thread.run_sync(self._write_group, group, limiter=self._write_limiter)
+
+    def _write_group(self, group: list[WriteJob]) -> None:
         """Apply a group in one transaction; if it fails, apply its jobs one by one so that
         one bad job (say, a duplicate message id) fails only its own caller."""
         try:
@@ -254,7 +140,7 @@ class SQLiteStore:
                 except Exception as job_exc:
                     job.error = _store_error(job_exc)
 
-    def _transaction(self, group: list[_Job]) -> None:
+    def _transaction(self, group: list[WriteJob]) -> None:
         conn = self._conn
         results: dict[int, list[AcceptResult]] = {}
         conn.execute("BEGIN IMMEDIATE")
@@ -294,7 +180,7 @@ class SQLiteStore:
     # --- reads ------------------------------------------------------------------------------
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closing:
+        if self._commit.closing:
             raise StoreError("the store is closed")
         self._reads += 1
         try:
@@ -504,10 +390,7 @@ class SQLiteStore:
         if self._closed:
             await trio.lowlevel.checkpoint()
             return
-        self._closing = True
-        self._wake.set()
-        self._full.set()
-        await self._stopped.wait()
+        await self._commit.close()
         # Reads already in a worker thread finish before their connection is closed.
         while self._reads:
             self._reads_done = trio.Event()
@@ -522,6 +405,10 @@ class SQLiteStore:
 
 
 # --- helpers run in worker threads ----------------------------------------------------------
+
+
+def _urgent(job: WriteJob) -> bool:
+    return job.kind != "accept" or any(m.klass is MessageClass.OTP for m in job.messages)
 
 
 def _connect(path: str) -> tuple[sqlite3.Connection, list[sqlite3.Connection]]:
@@ -682,7 +569,7 @@ def _apply_transitions(conn: sqlite3.Connection, transitions: list[Transition]) 
     )
 
 
-def _apply_single(conn: sqlite3.Connection, job: _Job) -> None:
+def _apply_single(conn: sqlite3.Connection, job: WriteJob) -> None:
     if job.kind == "consent":
         c = job.consent
         assert c is not None

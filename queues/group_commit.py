@@ -1,0 +1,196 @@
+"""Group commit, shared by both stores.
+
+Callers hand in write jobs and wait. One writer task takes everything pending (up to
+``max_batch`` messages or transitions) and has the store write it as one transaction; only then
+are that group's callers woken. Under load this makes one commit (one fsync) serve many calls.
+
+The first write after a quiet spell waits up to ``max_delay_s`` for company; writes that queue
+during a commit go with the next one at once. A caller cancelled while it waits leaves its job
+queued: it is committed all the same, and the writer never depends on a caller still listening.
+An optional ``urgent`` rule puts some jobs in a lane served before the others.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import trio
+
+from queues.model import (
+    AcceptResult,
+    ConsentRecord,
+    NewMessage,
+    OtpRecord,
+    Transition,
+)
+from queues.store import StoreError, TotpEnrollment
+
+__all__ = ["GroupCommit", "GroupCommitWrites", "JobKind", "WriteJob"]
+
+logger = logging.getLogger(__name__)
+
+JobKind = Literal["accept", "record", "consent", "otp_put", "otp_update", "totp_put"]
+
+
+@dataclass(eq=False, slots=True)
+class WriteJob:
+    """One caller's write, waiting for the commit that holds it."""
+
+    kind: JobKind
+    size: int
+    messages: Sequence[NewMessage] = ()
+    transitions: Sequence[Transition] = ()
+    consent: ConsentRecord | None = None
+    otp: OtpRecord | None = None
+    totp: TotpEnrollment | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+    results: list[AcceptResult] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+class GroupCommit:
+    """The queue of pending writes and the writer loop (:meth:`run`, a background task).
+
+    Args:
+        write_group: writes a group in one transaction (setting each job's ``results`` or
+            ``error``); an exception it raises fails the whole group.
+        name: for the log ("SQLite", "PostgreSQL").
+        failure: the error a job gets when ``write_group`` raises.
+        catch: what the writer catches from ``write_group`` (it must outlive any one group).
+        urgent: jobs for which this is true go before the others.
+    """
+
+    def __init__(
+        self,
+        write_group: Callable[[list[WriteJob]], Awaitable[None]],
+        *,
+        max_batch: int,
+        max_delay_s: float,
+        name: str,
+        failure: Callable[[BaseException], BaseException],
+        catch: tuple[type[BaseException], ...] = (Exception,),
+        urgent: Callable[[WriteJob], bool] | None = None,
+    ) -> None:
+        self._write_group = write_group
+        self._max_batch = max_batch
+        self._max_delay = max_delay_s
+        self._name = name
+        self._failure = failure
+        self._catch = catch
+        self._urgent_rule = urgent
+        self._urgent: collections.deque[WriteJob] = collections.deque()
+        self._bulk: collections.deque[WriteJob] = collections.deque()
+        self._pending_size = 0
+        self._wake = trio.Event()
+        self._full = trio.Event()
+        self._stopped = trio.Event()
+        self.closing = False
+
+    async def submit(self, job: WriteJob) -> WriteJob:
+        """Queue ``job`` and return it once committed (or raise its error)."""
+        if self.closing:
+            raise StoreError("the store is closed")
+        rule = self._urgent_rule
+        (self._urgent if rule is not None and rule(job) else self._bulk).append(job)
+        self._pending_size += job.size
+        self._wake.set()
+        if self._pending_size >= self._max_batch:
+            self._full.set()
+        await job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job
+
+    async def close(self) -> None:
+        """Refuse new writes, commit what is pending, and wait for the writer to stop."""
+        self.closing = True
+        self._wake.set()
+        self._full.set()
+        await self._stopped.wait()
+
+    async def run(self) -> None:
+        try:
+            idle = True
+            while True:
+                if not self._urgent and not self._bulk:
+                    if self.closing:
+                        return
+                    self._wake = trio.Event()
+                    await self._wake.wait()
+                    idle = True
+                    continue
+                if (
+                    idle
+                    and self._max_delay > 0
+                    and not self.closing
+                    and self._pending_size < self._max_batch
+                ):
+                    self._full = trio.Event()
+                    with trio.move_on_after(self._max_delay):
+                        await self._full.wait()
+                idle = False
+                group = self._take_group()
+                try:
+                    await self._write_group(group)
+                except self._catch as exc:
+                    logger.exception("%s writer group failed", self._name)
+                    for job in group:
+                        job.error = self._failure(exc)
+                for job in group:
+                    job.done.set()
+        finally:
+            self._stopped.set()
+
+    def _take_group(self) -> list[WriteJob]:
+        """The urgent lane first, then the rest, up to ``max_batch`` (at least one job).
+        Jobs keep their order within a lane; across lanes order does not matter, since a
+        transition or OTP update only ever follows a commit of its own message."""
+        group: list[WriteJob] = []
+        size = 0
+        for lane in (self._urgent, self._bulk):
+            while lane:
+                job = lane[0]
+                if group and size + job.size > self._max_batch:
+                    break
+                lane.popleft()
+                group.append(job)
+                size += job.size
+        self._pending_size -= size
+        return group
+
+
+class GroupCommitWrites:
+    """The write half of :class:`queues.store.Store`, as jobs for a :class:`GroupCommit`."""
+
+    _commit: GroupCommit
+
+    async def accept(self, messages: Sequence[NewMessage]) -> list[AcceptResult]:
+        if not messages:
+            await trio.lowlevel.checkpoint()
+            return []
+        job = await self._commit.submit(WriteJob("accept", len(messages), messages=list(messages)))
+        return job.results
+
+    async def record(self, transitions: Sequence[Transition]) -> None:
+        if not transitions:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._commit.submit(
+            WriteJob("record", len(transitions), transitions=list(transitions))
+        )
+
+    async def set_consent(self, record: ConsentRecord) -> None:
+        await self._commit.submit(WriteJob("consent", 1, consent=record))
+
+    async def put_otp(self, record: OtpRecord) -> None:
+        await self._commit.submit(WriteJob("otp_put", 1, otp=record))
+
+    async def update_otp(self, record: OtpRecord) -> None:
+        await self._commit.submit(WriteJob("otp_update", 1, otp=record))
+
+    async def put_totp(self, record: TotpEnrollment) -> None:
+        await self._commit.submit(WriteJob("totp_put", 1, totp=record))
