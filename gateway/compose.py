@@ -18,9 +18,10 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import os
 import re
-import secrets
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
@@ -141,7 +142,37 @@ def new_message_id(now: float, klass: MessageClass) -> str:
     per-message memory to label its metrics.
     """
     millis = int(now * 1000) & 0xFFFF_FFFF_FFFF
-    return f"{millis:012x}{klass.priority}{secrets.token_hex(10)[1:]}"
+    return f"{millis:012x}{klass.priority}{_RANDOM.take(10).hex()[1:]}"
+
+
+class _RandomPool:
+    """Bytes from the operating system's CSPRNG, read 4 KiB at a time: one ``getrandom``
+    call serves about 400 ids instead of one each (that call was 8 % of the accept path)."""
+
+    _CHUNK = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buffer = b""
+        self._position = 0
+
+    def take(self, n: int) -> bytes:
+        with self._lock:
+            end = self._position + n
+            if end > len(self._buffer):
+                self._buffer, self._position, end = os.urandom(self._CHUNK), 0, n
+            chunk = self._buffer[self._position : end]
+            self._position = end
+            return chunk
+
+    def reset(self) -> None:
+        """Drop the buffer (a forked child must not hand out its parent's bytes)."""
+        self._lock = threading.Lock()
+        self._buffer, self._position = b"", 0
+
+
+_RANDOM = _RandomPool()
+os.register_at_fork(after_in_child=_RANDOM.reset)
 
 
 def id_accepted_at(message_id: str) -> float:
@@ -220,6 +251,9 @@ def compose(
     sender = _sender(request.sender, tenant, route)
     if not request.text:
         raise ComposeError("text", "must not be empty")
+    if "\x00" in request.text:
+        # No handset shows it, and neither store keeps it (PostgreSQL text refuses it).
+        raise ComposeError("text", "must not contain the NUL character (U+0000)")
     valid_for = default_valid_for_s if request.valid_for_s is None else request.valid_for_s
     if not 60 <= valid_for <= max_valid_for_s:
         raise ComposeError("valid_for_s", f"must be between 60 and {max_valid_for_s} seconds")

@@ -140,6 +140,7 @@ def test_long_text_gets_parts_with_one_reference_and_sar_when_asked() -> None:
     ("request_kw", "field"),
     [
         ({"sender": "OTHER"}, "from"),
+        ({"text": "code\x00 1234"}, "text"),
         ({"text": ""}, "text"),
         ({"valid_for_s": 10}, "valid_for_s"),
         ({"text": "y" * 1000}, "text"),
