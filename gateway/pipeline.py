@@ -75,6 +75,7 @@ _RECEIPT_STATUS = {
     MessageState.DELETED: Status.UNDELIVERABLE,
 }
 _ESME_ROK = 0
+_COMPOSE_SLICE = 64  # requests composed between two checkpoints of a batch accept
 _ESME_RSYSERR = 0x08
 _RECEIPT_TYPES = frozenset(
     {
@@ -186,6 +187,10 @@ class Pipeline:
         items: list[AcceptItem | None] = [None] * len(requests)
         composed: list[tuple[int, Composed]] = []
         for i, request in enumerate(requests):
+            if i and i % _COMPOSE_SLICE == 0:
+                # Let the binds' responses and receipts in: a batch of 1000 takes tens of
+                # milliseconds to compose, and every part in flight would wait that long.
+                await trio.lowlevel.checkpoint()
             key = idempotency_keys[i] if idempotency_keys else None
             try:
                 c = compose(

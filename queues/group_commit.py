@@ -4,9 +4,10 @@ Callers hand in write jobs and wait. One writer task takes everything pending (u
 ``max_batch`` messages or transitions) and has the store write it as one transaction; only then
 are that group's callers woken. Under load this makes one commit (one fsync) serve many calls.
 
-The first write after a quiet spell waits up to ``max_delay_s`` for company; writes that queue
-during a commit go with the next one at once. A caller cancelled while it waits leaves its job
-queued: it is committed all the same, and the writer never depends on a caller still listening.
+The first write after a quiet spell waits up to ``max_delay_s`` for company (unless it is
+urgent); writes that queue during a commit go with the next one at once. A caller cancelled
+while it waits leaves its job queued: it is committed all the same, and the writer never
+depends on a caller still listening.
 An optional ``urgent`` rule puts some jobs in a lane served before the others.
 """
 
@@ -125,6 +126,7 @@ class GroupCommit:
                     continue
                 if (
                     idle
+                    and not self._urgent
                     and self._max_delay > 0
                     and not self.closing
                     and self._pending_size < self._max_batch

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import random
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -54,8 +55,10 @@ __all__ = [
     "test_marketing_sends_since",
     "test_otp_put_get_update_and_tenant_isolation",
     "test_parts_to_send",
+    "test_record_many_steps_of_one_part_in_one_call",
     "test_record_part_and_message_transitions",
     "test_record_unknown_message_is_ignored",
+    "test_text_and_times_come_back_exactly",
     "test_totp_put_get_replace_and_tenant_isolation",
     "test_unfinished_excludes_final_and_survives_reopen",
     "test_writes_survive_reopen",
@@ -286,6 +289,73 @@ async def test_record_part_and_message_transitions(store: ContractStore) -> None
         StatusEvent(Status.UNDELIVERABLE, t + 5, part=1, error="0x0b"),
         StatusEvent(Status.UNDELIVERABLE, t + 5, error="0x0b"),
     )
+
+
+async def test_record_many_steps_of_one_part_in_one_call(store: ContractStore) -> None:
+    """A store may write a part's row once per group: the result must be as if each step had
+    been applied in turn (last status and error; last SMSC id and submission given)."""
+    tenant = _tenant()
+    message = _message(tenant, klass=MessageClass.MARKETING)
+    await store.accept([message])
+    mid, t = message.id, message.created_at
+    await store.record(
+        [
+            Transition(mid, Status.QUEUED, t + 1),
+            Transition(mid, Status.SUBMITTED, t + 2, part=0, smsc_id="A1"),
+            Transition(mid, Status.QUEUED, t + 3, part=0, error="timeout"),  # sent again
+            Transition(mid, Status.SUBMITTED, t + 4, part=0, smsc_id="B2"),
+            Transition(mid, Status.SUBMITTED, t + 4),
+            Transition(mid, Status.DELIVERED, t + 5, part=0),
+            Transition(mid, Status.DELIVERED, t + 5),
+        ]
+    )
+    view = await store.get_message(tenant, mid)
+    assert view is not None
+    assert view.message.status is Status.DELIVERED
+    assert view.parts == (PartView(0, Status.DELIVERED, "B2", None),)
+    assert [(e.status, e.at, e.part) for e in view.history] == [
+        (Status.ACCEPTED, t, None),
+        (Status.QUEUED, t + 1, None),
+        (Status.SUBMITTED, t + 2, 0),
+        (Status.QUEUED, t + 3, 0),
+        (Status.SUBMITTED, t + 4, 0),
+        (Status.SUBMITTED, t + 4, None),
+        (Status.DELIVERED, t + 5, 0),
+        (Status.DELIVERED, t + 5, None),
+    ]
+    ref = await store.find_part(message_id_keys("b2"))
+    assert ref is not None and (ref.message_id, ref.part) == (mid, 0)
+    # The last submission counts for the frequency cap.
+    sends = [s for s in await store.marketing_sends_since(t) if s[0] == tenant]
+    assert sends == [(tenant, message.to, t + 4)]
+
+
+async def test_text_and_times_come_back_exactly(store: ContractStore) -> None:
+    """Texts with quotes, escapes, control characters (not NUL: compose refuses it),
+    Turkish letters and emoji, and arbitrary float times, read back unchanged however the
+    store carries them."""
+    rng = random.Random(7)
+    texts = [
+        'a "quoted" \\ back\\slash / and \n\t\r controls \x01\x1b\x7f',
+        "Doğrulama kodunuz: 482915. İyi günler — ŞĞÜÖÇı",
+        "emoji 🎉 and 𝄞 outside the BMP, \u202e bidi",
+        "[1, 2]",
+        "null",
+    ]
+    tenant = _tenant()
+    messages = []
+    for text in texts:
+        at = rng.uniform(1e9, 4e9)
+        messages.append(_message(tenant, text=text, created_at=at, valid_until=at / 3))
+    await store.accept(messages)
+    await store.record(
+        [Transition(m.id, Status.SUBMITTED, m.created_at + 1e-6, 0, "9") for m in messages]
+    )
+    for m in messages:
+        view = await store.get_message(tenant, m.id)
+        assert view is not None
+        assert view.message == m, (view.message, m)
+        assert view.history[-1].at == m.created_at + 1e-6
 
 
 async def test_record_unknown_message_is_ignored(store: ContractStore) -> None:
