@@ -62,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rtt-ms", type=float, default=0.0, help="delay of everything the simulator sends"
     )
+    parser.add_argument(
+        "--release-spin-us",
+        type=float,
+        default=0.0,
+        help="busy-wait before each delayed response for exact timing (costs CPU)",
+    )
     parser.add_argument("--tps", type=float, default=None, help="per-bind submit_sm/s limit")
     parser.add_argument(
         "--max-window", type=int, default=None, help="unanswered submit_sm per bind allowed"
@@ -139,6 +145,7 @@ def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
         accounts=accounts,
         max_binds_per_account=args.max_binds,
         response_delay_s=args.rtt_ms / 1000.0,
+        release_spin_s=args.release_spin_us / 1_000_000.0,
         tps_limit=args.tps,
         max_window=args.max_window,
         receipts=args.receipts,
@@ -161,9 +168,12 @@ def _print(out: TextIO, line: str) -> None:
     print(line, file=out, flush=True)
 
 
-async def _main(settings: SimulatorSettings, status_interval_s: float | None) -> None:
+async def _main(
+    settings: SimulatorSettings, status_interval_s: float | None, clock: PreciseClock
+) -> None:
     out = sys.stdout
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(clock.watch)
         # Signals are caught before the "listening" line, so a supervisor that stops us as
         # soon as it has read the line always gets a clean exit.
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
@@ -200,7 +210,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     gc.set_threshold(50_000, 50, 100)
     failure: BaseException | None = None
     try:
-        trio.run(_main, settings, args.status_interval_s, clock=PreciseClock())
+        clock = PreciseClock()
+        trio.run(_main, settings, args.status_interval_s, clock, clock=clock)
     except* OSError as group:  # the port is taken, the log file cannot be opened, ...
         failure = group.exceptions[0]
     if failure is not None:

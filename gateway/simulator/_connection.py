@@ -87,7 +87,6 @@ logger = logging.getLogger(__name__)
 
 _RECEIVE_SIZE: Final = 65536
 _HIGH_WATER: Final = 1 << 20  # queued output beyond which the reader stops reading
-_EARLY_WAKE_S: Final = 0.0005  # the delay timer wakes this early, then checkpoints until due
 _DRAIN_TIMEOUT_S: Final = 5.0  # how long a closing connection may take to flush
 _REDELIVERY_DELAY_S: Final = 1.0  # after a temporary deliver_sm_resp error
 _SMSC_SYSTEM_ID: Final = "ULAKSIM"
@@ -186,6 +185,7 @@ class SmscConnection:
         )
         # Settings read on every submit, copied to attributes.
         self._delay = settings.response_delay_s
+        self._spin = settings.release_spin_s  # the delay timer wakes this early, then polls
         self._max_window = settings.max_window
         self._receipts = settings.receipts
         self._receipt_delay = settings.response_delay_s + settings.receipt_delay_s
@@ -313,7 +313,7 @@ class SmscConnection:
             wake_at = deadline
             if fifo and fifo[0][0] < deadline:
                 deadline = fifo[0][0]
-                wake_at = deadline - _EARLY_WAKE_S  # a wake-up costs ~0.2 ms: start it early
+                wake_at = deadline - self._spin
             self._timer_deadline = deadline
             self._timer_wake = trio.Event()
             with trio.move_on_at(wake_at):
@@ -322,7 +322,7 @@ class SmscConnection:
             now = trio.current_time()
             if fifo:
                 head = fifo[0][0]
-                if now < head <= now + _EARLY_WAKE_S:
+                if now < head <= now + self._spin:
                     # Woken just before the head is due: checkpoint until it is (never early).
                     while now < head:
                         await trio.lowlevel.checkpoint()
