@@ -23,7 +23,9 @@ def _cmd_bench_codec(args: argparse.Namespace) -> int:
 
 def _cmd_bench_binds(args: argparse.Namespace) -> int:
     from benchmarks.binds import run
+    from gateway.runtime import tune_interpreter
 
+    tune_interpreter()
     run(
         binds=args.binds,
         window=args.window,
@@ -44,7 +46,9 @@ def _cmd_bench_simulator(args: argparse.Namespace) -> int:
 
 def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from benchmarks.pipeline import run
+    from gateway.runtime import tune_interpreter
 
+    tune_interpreter()
     run(
         messages=args.messages,
         backlog=args.backlog,
@@ -60,7 +64,9 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
 
 def _cmd_bench_http(args: argparse.Namespace) -> int:
     from benchmarks.http_ingress import run
+    from gateway.runtime import tune_interpreter
 
+    tune_interpreter()
     run(messages=args.messages, clients=args.clients, as_json=args.json)
     return EXIT_OK
 
@@ -73,7 +79,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_bench_redis(args: argparse.Namespace) -> int:
     from benchmarks.redis_ingress import run
+    from gateway.runtime import tune_interpreter
 
+    tune_interpreter()
     run(
         args.messages,
         args.json,
@@ -107,6 +115,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         return EXIT_USAGE
     configure(settings.log.level, settings.log.format)
+    from gateway.runtime import tune_interpreter
+
+    tune_interpreter()
     trio.run(run_daemon, settings)
     return EXIT_OK
 

@@ -17,7 +17,6 @@ import logging
 import os
 import secrets
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -33,9 +32,6 @@ from gateway.pipeline import Pipeline
 from gateway.totp import TotpService
 from queues.model import Transition
 from queues.store import Store
-
-SWITCH_INTERVAL_S = 0.0005
-"""How often a thread waiting for the GIL gets it from a busy trio thread (CPython: 5 ms)."""
 
 __all__ = ["open_store", "run_daemon"]
 
@@ -66,9 +62,6 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
         assert path is not None
         if path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        # The store's writer thread needs the GIL back after each SQLite call; with the trio
-        # thread busy it would wait out the whole 5 ms switch interval every time.
-        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         sqlite = await SQLiteStore.open(
             path, max_batch=config.commit_max_batch, max_delay_s=config.commit_max_delay_ms / 1000
         )

@@ -8,7 +8,14 @@ The first write after a quiet spell waits up to ``max_delay_s`` for company (unl
 urgent); writes that queue during a commit go with the next one at once. A caller cancelled
 while it waits leaves its job queued: it is committed all the same, and the writer never
 depends on a caller still listening.
-An optional ``urgent`` rule puts some jobs in a lane served before the others.
+
+Jobs wait in three lanes (:func:`lane_of` by default):
+
+- ``FIRST``: what a person or an OTP waits for (an OTP accept, consent, OTP and TOTP records).
+  These go in a transaction of their own, ahead of everything, so they wait at most for the
+  transaction already running, never for a big group.
+- ``URGENT``: status transitions (a bind's window slot or an SMSC's receipt waits for them).
+- ``BULK``: batch accepts, which fill the rest of a group.
 """
 
 from __future__ import annotations
@@ -24,17 +31,29 @@ import trio
 from queues.model import (
     AcceptResult,
     ConsentRecord,
+    MessageClass,
     NewMessage,
     OtpRecord,
     Transition,
 )
 from queues.store import StoreError, TotpEnrollment
 
-__all__ = ["GroupCommit", "GroupCommitWrites", "JobKind", "WriteJob"]
+__all__ = [
+    "BULK",
+    "FIRST",
+    "URGENT",
+    "GroupCommit",
+    "GroupCommitWrites",
+    "JobKind",
+    "WriteJob",
+    "lane_of",
+]
 
 logger = logging.getLogger(__name__)
 
 JobKind = Literal["accept", "record", "consent", "otp_put", "otp_update", "totp_put"]
+
+FIRST, URGENT, BULK = 0, 1, 2
 
 
 @dataclass(eq=False, slots=True)
@@ -62,7 +81,7 @@ class GroupCommit:
         name: for the log ("SQLite", "PostgreSQL").
         failure: the error a job gets when ``write_group`` raises.
         catch: what the writer catches from ``write_group`` (it must outlive any one group).
-        urgent: jobs for which this is true go before the others.
+        lane: which lane a job waits in (:data:`FIRST`, :data:`URGENT` or :data:`BULK`).
     """
 
     def __init__(
@@ -74,7 +93,7 @@ class GroupCommit:
         name: str,
         failure: Callable[[BaseException], BaseException],
         catch: tuple[type[BaseException], ...] = (Exception,),
-        urgent: Callable[[WriteJob], bool] | None = None,
+        lane: Callable[[WriteJob], int] | None = None,
     ) -> None:
         self._write_group = write_group
         self._max_batch = max_batch
@@ -82,9 +101,10 @@ class GroupCommit:
         self._name = name
         self._failure = failure
         self._catch = catch
-        self._urgent_rule = urgent
-        self._urgent: collections.deque[WriteJob] = collections.deque()
-        self._bulk: collections.deque[WriteJob] = collections.deque()
+        self._lane = lane or lane_of
+        self._lanes: tuple[collections.deque[WriteJob], ...] = tuple(
+            collections.deque() for _ in (FIRST, URGENT, BULK)
+        )
         self._pending_size = 0
         self._wake = trio.Event()
         self._full = trio.Event()
@@ -95,8 +115,7 @@ class GroupCommit:
         """Queue ``job`` and return it once committed (or raise its error)."""
         if self.closing:
             raise StoreError("the store is closed")
-        rule = self._urgent_rule
-        (self._urgent if rule is not None and rule(job) else self._bulk).append(job)
+        self._lanes[self._lane(job)].append(job)
         self._pending_size += job.size
         self._wake.set()
         if self._pending_size >= self._max_batch:
@@ -117,7 +136,8 @@ class GroupCommit:
         try:
             idle = True
             while True:
-                if not self._urgent and not self._bulk:
+                first, urgent, bulk = self._lanes
+                if not first and not urgent and not bulk:
                     if self.closing:
                         return
                     self._wake = trio.Event()
@@ -126,7 +146,8 @@ class GroupCommit:
                     continue
                 if (
                     idle
-                    and not self._urgent
+                    and not first
+                    and not urgent
                     and self._max_delay > 0
                     and not self.closing
                     and self._pending_size < self._max_batch
@@ -148,12 +169,15 @@ class GroupCommit:
             self._stopped.set()
 
     def _take_group(self) -> list[WriteJob]:
-        """The urgent lane first, then the rest, up to ``max_batch`` (at least one job).
-        Jobs keep their order within a lane; across lanes order does not matter, since a
-        transition or OTP update only ever follows a commit of its own message."""
+        """The first lane alone if it has jobs; else the urgent lane, then bulk; up to
+        ``max_batch`` (at least one job). Jobs keep their order within a lane; across lanes
+        order does not matter, since a transition or OTP update only ever follows a commit of
+        its own message."""
+        first, urgent, bulk = self._lanes
+        lanes = (first,) if first else (urgent, bulk)
         group: list[WriteJob] = []
         size = 0
-        for lane in (self._urgent, self._bulk):
+        for lane in lanes:
             while lane:
                 job = lane[0]
                 if group and size + job.size > self._max_batch:
@@ -163,6 +187,15 @@ class GroupCommit:
                 size += job.size
         self._pending_size -= size
         return group
+
+
+def lane_of(job: WriteJob) -> int:
+    """The default lanes (see the module docstring)."""
+    if job.kind == "record":
+        return URGENT
+    if job.kind == "accept":
+        return FIRST if any(m.klass is MessageClass.OTP for m in job.messages) else BULK
+    return FIRST
 
 
 class GroupCommitWrites:

@@ -17,11 +17,12 @@ serves the others (their rows are still committed; only the answer is dropped).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import trio
 
@@ -56,6 +57,8 @@ T = TypeVar("T")
 _UNFINISHED = "status IN ('accepted', 'deferred', 'queued', 'submitted')"
 _NOT_SENT = ("accepted", "deferred", "queued")
 _READERS = 4
+_CHECKPOINT_INTERVAL_S = 0.1
+_WAL_SIZE_LIMIT = 64 << 20  # bytes the WAL file is cut back to after a checkpoint restarts it
 _KEY_CHUNK = 500  # well under SQLite's host-parameter limit
 
 _MESSAGE_COLUMNS = (
@@ -72,30 +75,25 @@ class SQLiteStore(GroupCommitWrites):
             smaller than the number of write calls under load).
     """
 
-    def __init__(
-        self,
-        writer: sqlite3.Connection,
-        readers: list[sqlite3.Connection],
-        *,
-        max_batch: int,
-        max_delay_s: float,
-    ) -> None:
+    def __init__(self, connections: _Connections, *, max_batch: int, max_delay_s: float) -> None:
         # Use `open`: the connections must already be configured and migrated.
         self.commits = 0
+        writer, readers, self._checkpointer = connections
         self._conn = writer
         self._readers = readers
         self._shared_reader = readers == [writer]
+        self._checkpoints = trio.CancelScope()
+        self._checkpoints_done = trio.Event()
         self._write_limiter = trio.CapacityLimiter(1)
         self._read_limiter = trio.CapacityLimiter(len(readers))
-        # Transitions, OTP accepts and the small writes go before bulk accepts, so a receipt's
-        # answer or an OTP never waits behind a 1000-message batch.
+        # OTP accepts and the small writes go first, then transitions, then bulk accepts
+        # (group_commit's lanes), so an OTP or a receipt never waits behind a big batch.
         self._commit = GroupCommit(
             self._write_in_thread,
             max_batch=max_batch,
             max_delay_s=max_delay_s,
             name="SQLite",
             failure=lambda exc: exc,
-            urgent=_urgent,
         )
         self._closed = False
         self._reads = 0
@@ -115,10 +113,33 @@ class SQLiteStore(GroupCommitWrites):
         Raises:
             StoreError: the file cannot be opened, or its schema is newer than this code.
         """
-        writer, readers = await trio.to_thread.run_sync(_connect, path)
-        store = cls(writer, readers, max_batch=max_batch, max_delay_s=max_delay_s)
+        connections = await trio.to_thread.run_sync(_connect, path)
+        store = cls(connections, max_batch=max_batch, max_delay_s=max_delay_s)
         trio.lowlevel.spawn_system_task(store._commit.run, name=f"sqlite writer {path}")
+        if connections.checkpointer is not None:
+            trio.lowlevel.spawn_system_task(
+                store._checkpoint_loop, connections.checkpointer, name=f"sqlite checkpoints {path}"
+            )
+        else:
+            store._checkpoints_done.set()
         return store
+
+    async def _checkpoint_loop(self, conn: sqlite3.Connection) -> None:
+        """Copy committed WAL frames into the database now and then, beside the writer (a
+        PASSIVE checkpoint never blocks it); the WAL restarts from its start once copied."""
+        try:
+            with self._checkpoints:
+                done = self.commits
+                while True:
+                    await trio.sleep(_CHECKPOINT_INTERVAL_S)
+                    if self.commits != done:
+                        done = self.commits
+                        try:
+                            await trio.to_thread.run_sync(_checkpoint, conn, "PASSIVE")
+                        except sqlite3.Error as exc:
+                            logger.warning("SQLite checkpoint failed (will retry): %s", exc)
+        finally:
+            self._checkpoints_done.set()
 
     # --- the writer thread ------------------------------------------------------------------
 
@@ -398,8 +419,18 @@ class SQLiteStore(GroupCommitWrites):
             await self._reads_done.wait()
         self._closed = True
 
+        self._checkpoints.cancel()
+        await self._checkpoints_done.wait()
+
         def close() -> None:
-            for conn in {id(c): c for c in [self._conn, *self._readers]}.values():
+            if self._checkpointer is not None:
+                # Leave a short WAL behind (the next open need not replay megabytes).
+                with contextlib.suppress(sqlite3.Error):
+                    _checkpoint(self._conn, "TRUNCATE")
+            others = [self._conn, *self._readers]
+            if self._checkpointer is not None:
+                others.append(self._checkpointer)
+            for conn in {id(c): c for c in others}.values():
                 conn.close()
 
         await trio.to_thread.run_sync(close, limiter=self._write_limiter)
@@ -408,14 +439,16 @@ class SQLiteStore(GroupCommitWrites):
 # --- helpers run in worker threads ----------------------------------------------------------
 
 
-def _urgent(job: WriteJob) -> bool:
-    return job.kind != "accept" or any(m.klass is MessageClass.OTP for m in job.messages)
-
-
 _MIN_SQLITE = (3, 38, 0)  # the ->> operator (3.38) and UPDATE ... FROM (3.33)
 
 
-def _connect(path: str) -> tuple[sqlite3.Connection, list[sqlite3.Connection]]:
+class _Connections(NamedTuple):
+    writer: sqlite3.Connection
+    readers: list[sqlite3.Connection]
+    checkpointer: sqlite3.Connection | None  # None for ":memory:" (no WAL)
+
+
+def _connect(path: str) -> _Connections:
     if sqlite3.sqlite_version_info < _MIN_SQLITE:
         raise StoreError(
             f"SQLite {sqlite3.sqlite_version} is too old: Ulak needs"
@@ -431,15 +464,22 @@ def _connect(path: str) -> tuple[sqlite3.Connection, list[sqlite3.Connection]]:
         # checkpoints, so a power cut could lose commits that were acknowledged; FULL fsyncs
         # the WAL at every commit, one fsync per group.
         writer.execute("PRAGMA synchronous=FULL")
+        # Checkpoints (copying the WAL into the database, with its own fsync) are the
+        # checkpointer's job, off the commit path: left to the writer, every few thousand
+        # messages one commit (an OTP's, perhaps) would also copy and sync megabytes.
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
         migrate(writer)
         if path == ":memory:":
-            return writer, [writer]
+            return _Connections(writer, [writer], None)
         readers = []
         for _ in range(_READERS):
             reader = _connection(path)
             reader.execute("PRAGMA query_only=1")
             readers.append(reader)
-        return writer, readers
+        checkpointer = _connection(path)
+        checkpointer.execute("PRAGMA synchronous=FULL")
+        return _Connections(writer, readers, checkpointer)
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: {exc}") from exc
 
@@ -449,6 +489,10 @@ def _connection(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout=10000")
     return conn
+
+
+def _checkpoint(conn: sqlite3.Connection, mode: str) -> None:
+    conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
 
 
 def _in_snapshot(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:

@@ -155,6 +155,34 @@ async def test_aclose_commits_pending_writes(tmp_path: Path) -> None:
         await store.aclose()
 
 
+async def test_checkpoints_run_beside_the_writer_and_close_leaves_no_wal(tmp_path: Path) -> None:
+    """The writer never checkpoints (wal_autocheckpoint=0); the checkpointer copies the WAL
+    into the database file while the store runs, and aclose truncates the WAL."""
+    from tests.store_contract import _message
+
+    path = tmp_path / "c.db"
+    store = await SQLiteStore.open(str(path))
+    try:
+        empty = path.stat().st_size
+        for _ in range(5):
+            await store.accept([_message("t-ckpt", text="x" * 120) for _ in range(400)])
+        assert Path(f"{path}-wal").stat().st_size > 0
+        with trio.fail_after(30):
+            while path.stat().st_size <= empty:  # only a checkpoint writes the database file
+                await trio.sleep(0.02)
+        # The writer connection itself never checkpoints.
+        assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    finally:
+        await store.aclose()
+    wal = Path(f"{path}-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    store = await SQLiteStore.open(str(path))
+    try:
+        assert len([m async for b in store.unfinished() for m in b]) == 2000
+    finally:
+        await store.aclose()
+
+
 _CHILD = textwrap.dedent(
     """
     import sys, time, trio
