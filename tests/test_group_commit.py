@@ -1,0 +1,97 @@
+"""The group-commit writer's lanes and delay, with a recording ``write_group`` (the stores'
+own transactions are tested by the store contract)."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from queues.group_commit import BULK, FIRST, URGENT, GroupCommit, WriteJob, lane_of
+from queues.model import ConsentRecord, MessageClass, Status, Transition
+from tests.store_contract import _message
+
+
+class _Recorder:
+    """Records each group's jobs; the first group blocks until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.groups: list[list[str]] = []
+        self.started = trio.Event()
+        self.release = trio.Event()
+
+    async def write(self, group: list[WriteJob]) -> None:
+        self.groups.append([_name(job) for job in group])
+        if len(self.groups) == 1:
+            self.started.set()
+            await self.release.wait()
+
+
+def _name(job: WriteJob) -> str:
+    if job.kind == "accept":
+        return f"accept:{job.messages[0].text}"
+    if job.kind == "record":
+        return f"record:{job.transitions[0].message_id}"
+    return job.kind
+
+
+def _accept(text: str, klass: MessageClass = MessageClass.MARKETING, n: int = 1) -> WriteJob:
+    return WriteJob("accept", n, messages=[_message("t", text=text, klass=klass)] * n)
+
+
+def _record(name: str, n: int = 1) -> WriteJob:
+    return WriteJob("record", n, transitions=[Transition(name, Status.QUEUED, 0.0)] * n)
+
+
+def test_lanes() -> None:
+    consent = WriteJob("consent", 1, consent=ConsentRecord("t", "+905321234567", True, "api", 0))
+    assert lane_of(_accept("otp", MessageClass.OTP)) == FIRST
+    assert lane_of(consent) == FIRST
+    assert lane_of(_record("m")) == URGENT
+    assert lane_of(_accept("bulk")) == BULK
+    assert lane_of(_accept("tx", MessageClass.TRANSACTIONAL)) == BULK
+
+
+async def test_first_lane_goes_alone_then_urgent_then_bulk() -> None:
+    recorder = _Recorder()
+    commit = GroupCommit(
+        recorder.write, max_batch=10, max_delay_s=0.0, name="test", failure=lambda e: e
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(commit.run)
+        nursery.start_soon(commit.submit, _accept("busy"))
+        await recorder.started.wait()
+        # While the writer is busy: bulk first, then transitions, then an OTP.
+        for job in (_accept("b1", n=4), _accept("b2", n=4), _record("r1", 3), _record("r2", 3)):
+            nursery.start_soon(commit.submit, job)
+            await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(commit.submit, _accept("otp", MessageClass.OTP))
+        await trio.testing.wait_all_tasks_blocked()
+        recorder.release.set()
+        await commit.close()
+    assert recorder.groups == [
+        ["accept:busy"],
+        ["accept:otp"],  # alone, ahead of everything queued before it
+        ["record:r1", "record:r2", "accept:b1"],  # urgent lane first; 3 + 3 + 4 = max_batch
+        ["accept:b2"],
+    ]
+
+
+async def test_urgent_work_skips_the_delay_and_bulk_waits_for_company(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    recorder = _Recorder()
+    recorder.release.set()
+    commit = GroupCommit(
+        recorder.write, max_batch=100, max_delay_s=5.0, name="test", failure=lambda e: e
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(commit.run)
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        await commit.submit(_record("r"))
+        assert trio.current_time() - start < 5.0  # the autojump clock would show the wait
+        start = trio.current_time()
+        await commit.submit(_accept("bulk"))
+        assert trio.current_time() - start >= 5.0  # waited for others to join
+        await commit.close()
+    assert recorder.groups == [["record:r"], ["accept:bulk"]]
