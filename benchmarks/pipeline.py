@@ -38,6 +38,7 @@ from gateway.compose import MessageRequest
 from gateway.config import Settings, parse_config
 from gateway.parts import OutboundPart
 from gateway.pipeline import Pipeline
+from queues.classqueue import QueuedPart
 from queues.model import MessageClass
 
 __all__ = ["run"]
@@ -104,6 +105,17 @@ class _Timing:
                 self.done.set()
 
         pipeline.on_submitted = on_submitted  # type: ignore[method-assign,assignment]
+
+        self.handed_out_at: dict[str, float] = {}
+        hand_out = pipeline._hand_out
+
+        def timed_hand_out(op: OutboundPart, route: str) -> OutboundPart:
+            part: QueuedPart = op.part_id  # type: ignore[assignment]
+            if part.klass is MessageClass.OTP:
+                self.handed_out_at[part.message_id] = time.perf_counter()
+            return hand_out(op, route)
+
+        pipeline._hand_out = timed_hand_out  # type: ignore[method-assign]
 
 
 async def _start_binds(
@@ -182,6 +194,8 @@ async def _measure(settings: Settings, messages: int, backlog: int) -> dict[str,
                 await pipeline.accept(tenant, flood)
             otp_ms: list[float] = []
             accept_ms: list[float] = []
+            queue_ms: list[float] = []  # accepted -> handed to a bind
+            send_ms: list[float] = []  # handed to a bind -> submit_sm_resp
             async with trio.open_nursery() as bind_tasks:
                 supervisor = await _start_binds(bind_tasks, settings, pipeline)
                 queued_at_first_otp = pipeline.queues.pending()
@@ -205,6 +219,9 @@ async def _measure(settings: Settings, messages: int, backlog: int) -> dict[str,
                         while message_id not in timing.submitted_at:
                             await trio.sleep(0.001)
                     otp_ms.append((timing.submitted_at[message_id] - began) * 1000)
+                    handed_out = timing.handed_out_at[message_id]
+                    queue_ms.append((handed_out - began) * 1000 - accept_ms[-1])
+                    send_ms.append((timing.submitted_at[message_id] - handed_out) * 1000)
                     await trio.sleep(_OTP_GAP_S)
                 backlog_left = pipeline.queues.pending()
                 supervisor.shutdown()
@@ -221,6 +238,10 @@ async def _measure(settings: Settings, messages: int, backlog: int) -> dict[str,
         "otp_p99_ms": _percentile(otp_ms, 0.99),
         "otp_accept_p50_ms": _percentile(accept_ms, 0.5),
         "otp_accept_p99_ms": _percentile(accept_ms, 0.99),
+        "otp_queue_p50_ms": _percentile(queue_ms, 0.5),
+        "otp_queue_p99_ms": _percentile(queue_ms, 0.99),
+        "otp_send_p50_ms": _percentile(send_ms, 0.5),
+        "otp_send_p99_ms": _percentile(send_ms, 0.99),
         "backlog_at_first_otp": float(queued_at_first_otp),
         "backlog_at_last_otp": float(backlog_left),
     }
@@ -269,6 +290,14 @@ def run(
     print(
         f"  OTP accept      p50 {result['otp_accept_p50_ms']:.2f} ms,"
         f" p99 {result['otp_accept_p99_ms']:.2f} ms (the durable accept alone)"
+    )
+    print(
+        f"  OTP queued      p50 {result['otp_queue_p50_ms']:.2f} ms,"
+        f" p99 {result['otp_queue_p99_ms']:.2f} ms (accepted -> handed to a bind)"
+    )
+    print(
+        f"  OTP sent        p50 {result['otp_send_p50_ms']:.2f} ms,"
+        f" p99 {result['otp_send_p99_ms']:.2f} ms (handed to a bind -> submit_sm_resp)"
     )
     print(
         f"  OTP under flood p50 {result['otp_p50_ms']:.2f} ms, p99 {result['otp_p99_ms']:.2f} ms"
