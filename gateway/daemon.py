@@ -195,6 +195,7 @@ async def _serve_redis(
         events=config.events_stream,
         events_maxlen=config.events_maxlen,
         batch=config.read_count,
+        in_flight=config.batches_in_flight,
         block_ms=config.block_ms,
         claim_idle_ms=int(config.claim_idle_s * 1000),
     )

@@ -199,6 +199,7 @@ class RedisIngress:
         events: str,
         events_maxlen: int,
         batch: int,
+        in_flight: int,
         block_ms: int,
         claim_idle_ms: int,
         claim_every_s: float,
@@ -215,6 +216,7 @@ class RedisIngress:
         self.events = events
         self.events_maxlen = events_maxlen
         self.batch = batch
+        self.in_flight = in_flight
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
         self.claim_every_s = claim_every_s
@@ -235,6 +237,7 @@ class RedisIngress:
         events: str = "ulak:events",
         events_maxlen: int = 1_000_000,
         batch: int = 500,
+        in_flight: int = 2,
         block_ms: int = 1000,
         claim_idle_ms: int = 60_000,
         claim_every_s: float | None = None,
@@ -255,6 +258,9 @@ class RedisIngress:
             events_maxlen: trim the events stream to about this many entries (``MAXLEN ~``);
                 0 keeps everything.
             batch: entries per XREADGROUP / XAUTOCLAIM (``COUNT``).
+            in_flight: batches accepted at once (the next is read while others commit);
+                with more than one, stream order is kept within a batch, not across
+                batches (as with several consumers in the group).
             block_ms: how long one XREADGROUP waits for new entries.
             claim_idle_ms: pending entries idle this long are claimed by this consumer.
             claim_every_s: how often to look for such entries; default ``claim_idle_ms / 2``.
@@ -273,8 +279,8 @@ class RedisIngress:
                 "RedisIngress.open must be called inside `async with trio_asyncio.open_loop():`"
                 " (redis-py runs on that asyncio loop)"
             )
-        if batch < 1 or block_ms < 1 or claim_idle_ms < 0 or events_maxlen < 0:
-            raise ValueError("batch and block_ms must be >= 1, the others >= 0")
+        if batch < 1 or in_flight < 1 or block_ms < 1 or claim_idle_ms < 0 or events_maxlen < 0:
+            raise ValueError("batch, in_flight and block_ms must be >= 1, the others >= 0")
         if len({stream, dead, events}) != 3:
             raise ValueError("stream, dead and events must be three different streams")
         # RESP2 pinned: the reply shapes parsed below are those of RESP2.
@@ -304,6 +310,7 @@ class RedisIngress:
             events=events,
             events_maxlen=events_maxlen,
             batch=batch,
+            in_flight=in_flight,
             block_ms=block_ms,
             claim_idle_ms=claim_idle_ms,
             claim_every_s=claim_every_s if claim_every_s is not None else claim_idle_ms / 2000,
@@ -353,7 +360,40 @@ class RedisIngress:
                 if not started:
                     task_status.started()
                     started = True
-                next_claim = trio.current_time() + self.claim_every_s
+                await self._read_loop(acceptor, tenants, backoff)
+            except IngressError as exc:
+                if not (exc.transient or exc.no_group):
+                    raise
+                self.counts.redis_errors += 1
+                delay = backoff.next_delay()
+                logger.warning("%s; retrying in %.2f s", exc, delay)
+                await trio.sleep(delay)
+                if exc.no_group:
+                    with contextlib.suppress(IngressError):
+                        await self._redis(_create_group(self._client, self.stream, self.group))
+
+    async def _read_loop(
+        self, acceptor: Acceptor, tenants: Mapping[str, TenantConfig], backoff: Backoff
+    ) -> None:
+        """Read batches and process up to ``in_flight`` of them at once: the next batch is
+        read and validated while the previous ones wait for their commit. Returns only by
+        raising the first error of a read or a batch (the other batches are cancelled, and
+        their entries stay pending)."""
+        failures: list[Exception] = []
+        room = trio.Semaphore(self.in_flight)
+
+        async def process(entries: list[tuple[str, Fields]]) -> None:
+            try:
+                await self.process(acceptor, tenants, entries)
+            except Exception as exc:
+                failures.append(exc)
+                batches.cancel_scope.cancel()
+            finally:
+                room.release()
+
+        next_claim = trio.current_time() + self.claim_every_s
+        async with trio.open_nursery() as batches:
+            try:
                 while True:
                     entries = await self._redis(
                         _read(
@@ -367,20 +407,15 @@ class RedisIngress:
                     )
                     backoff.reset()
                     if entries:
-                        await self.process(acceptor, tenants, entries)
+                        await room.acquire()
+                        batches.start_soon(process, entries)
                     if trio.current_time() >= next_claim:
                         await self.reclaim(acceptor, tenants)
                         next_claim = trio.current_time() + self.claim_every_s
-            except IngressError as exc:
-                if not (exc.transient or exc.no_group):
-                    raise
-                self.counts.redis_errors += 1
-                delay = backoff.next_delay()
-                logger.warning("%s; retrying in %.2f s", exc, delay)
-                await trio.sleep(delay)
-                if exc.no_group:
-                    with contextlib.suppress(IngressError):
-                        await self._redis(_create_group(self._client, self.stream, self.group))
+            except Exception as exc:
+                failures.append(exc)
+                batches.cancel_scope.cancel()
+        raise failures[0]
 
     async def _own_pending(self, acceptor: Acceptor, tenants: Mapping[str, TenantConfig]) -> None:
         """Process the entries delivered to this consumer name and never acknowledged: left

@@ -334,6 +334,46 @@ class Flaky:
         return await self.inner.accept(tenant, requests, idempotency_keys)
 
 
+@pytest.mark.parametrize("in_flight", [1, 2])
+async def test_the_next_batch_is_read_while_one_commits(env: Env, in_flight: int) -> None:
+    """With room for two batches, a batch whose accept is slow does not hold back the next
+    one (it is read, accepted and acknowledged meanwhile); with room for one, it does."""
+    gate = trio.Event()
+    texts: list[str] = []
+
+    class SlowFirst:
+        async def accept(
+            self,
+            tenant: TenantConfig,
+            requests: Sequence[MessageRequest],
+            idempotency_keys: Sequence[str | None] | None = None,
+        ) -> list[AcceptItem]:
+            texts.append(requests[0].text)
+            if requests[0].text == "bir":
+                await gate.wait()
+            return await env.pipeline.accept(tenant, requests, idempotency_keys)
+
+    await env.xadd(entry(message("bir")), entry(message("iki")))
+    ingress = await env.open(batch=1, in_flight=in_flight)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(ingress.run, SlowFirst(), env.tenants)
+            if in_flight == 2:
+                await until(lambda: ingress.counts.accepted == 1)
+                assert texts == ["bir", "iki"]
+                assert await env.pending() == 1  # "bir" waits for its commit, unacknowledged
+            else:
+                await until(lambda: texts == ["bir"])
+                await trio.sleep(0.1)
+                assert texts == ["bir"] and ingress.counts.accepted == 0
+            gate.set()
+            await until(lambda: ingress.counts.accepted == 2)
+            nursery.cancel_scope.cancel()
+    finally:
+        await ingress.aclose()
+    assert await env.pending() == 0
+
+
 async def test_entries_are_not_acknowledged_when_the_accept_fails_and_come_again(
     env: Env,
 ) -> None:

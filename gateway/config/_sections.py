@@ -190,6 +190,8 @@ class RedisConfig(Section):
     consumer: Name | None = None
     """This instance's consumer name in the group; default: the instance id."""
     read_count: Annotated[int, Field(ge=1, le=100_000)] = 500
+    batches_in_flight: Annotated[int, Field(ge=1, le=16)] = 2
+    """Batches accepted at once; order is kept within a batch, not across batches."""
     block_ms: Annotated[int, Field(ge=1, le=60_000)] = 1000
     claim_idle_s: Seconds = 60.0
     """Entries left pending this long by a consumer that died are claimed by another."""
