@@ -435,14 +435,21 @@ async def test_a_crash_or_cancel_during_accept_leaves_the_entries_pending(env: E
 
 async def test_a_lost_connection_or_a_vanished_group_is_retried(env: Env) -> None:
     async def kill_ingress_connections() -> None:
-        clients = await aio(env.redis.client_list())
-        ids = [c["id"] for c in clients if c.get("name") == "ulak-ingress:b"]
-        assert ids
-        for client_id in ids:
-            await aio(env.redis.client_kill_filter(_id=client_id))
+        # Killed while blocked in XREADGROUP (blocks of 30 s here, so still blocked when the
+        # kill lands), the loss must surface to the ingress's own retry, which re-reads its
+        # pending entries; an idle pooled connection would be replaced silently on next use.
+        with trio.fail_after(10):
+            while True:
+                clients = await aio(env.redis.client_list())
+                ours = [c for c in clients if c.get("name") == "ulak-ingress:b"]
+                if any(c.get("cmd") == "xreadgroup" and "b" in c.get("flags", "") for c in ours):
+                    break
+                await trio.sleep(0.005)
+        for client in ours:
+            await aio(env.redis.client_kill_filter(_id=client["id"]))
 
     await env.xadd(entry(message("bir")))
-    ingress = await env.open(consumer="b")
+    ingress = await env.open(consumer="b", block_ms=30_000)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(ingress.run, env.pipeline, env.tenants)
