@@ -179,6 +179,24 @@ def test_charset_round_trip(charset: GsmCharset, data: st.DataObject) -> None:
     assert charset.decode(septets) == text
 
 
+@settings(deadline=None, max_examples=200)
+@given(st.sampled_from([DEFAULT, TR_SINGLE, TR_LOCKING]), st.data())
+def test_length_check_and_encode_agree_on_any_text(
+    charset: GsmCharset, data: st.DataObject
+) -> None:
+    alphabet = st.sampled_from(_chars_of(charset)) | st.characters()
+    text = data.draw(st.text(alphabet, max_size=100))
+    missing = "".join(dict.fromkeys(c for c in text if c not in _chars_of(charset)))
+    assert charset.can_encode(text) is (not missing)
+    if missing:
+        assert charset.septet_length(text) is None
+        with pytest.raises(UnencodableTextError) as caught:
+            charset.encode(text)
+        assert caught.value.characters == missing
+    else:
+        assert charset.septet_length(text) == len(charset.encode(text))
+
+
 # --- packing ----------------------------------------------------------------------------------
 
 
