@@ -110,8 +110,6 @@ async def run_daemon(
         routes = [RouteSettings.from_config(r) for r in settings.routes]
         supervisor = BindSupervisor(routes, pipeline, pipeline)
         pipeline.route_for = supervisor.route_for
-        restored = await pipeline.restore()
-        logger.info("restored %d unfinished messages from the store", restored)
         stop = trio.Event()
         http_config = HypercornConfig()
         http_config.bind = [settings.http.listen]
@@ -144,6 +142,7 @@ async def run_daemon(
         )
         async with trio.open_nursery() as outer:
             await outer.start(pipeline.run)
+            await outer.start(_restore, pipeline)
             async with trio.open_nursery() as nursery:
                 await nursery.start(supervisor.run)
                 addresses = await nursery.start(_serve_http, serve, app, http_config, stop)
@@ -162,6 +161,19 @@ async def run_daemon(
             await pipeline.flush()
             outer.cancel_scope.cancel()
         logger.info("stopped")
+
+
+async def _restore(
+    pipeline: Pipeline, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The store's unfinished messages queued again, beside the binds and front doors."""
+    started = time.perf_counter()
+    restored = await pipeline.restore(task_status=task_status)
+    logger.info(
+        "restored %d unfinished messages from the store in %.1f s",
+        restored,
+        time.perf_counter() - started,
+    )
 
 
 async def _serve_http(

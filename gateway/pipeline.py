@@ -77,6 +77,7 @@ _RECEIPT_STATUS = {
 _ESME_ROK = 0
 _RECORDS_IN_FLIGHT = 2
 _COMPOSE_SLICE = 64  # requests composed between two checkpoints of a batch accept
+_RESTORE_SLICE = 64  # messages queued between two checkpoints of restore()
 _ESME_RSYSERR = 0x08
 _RECEIPT_TYPES = frozenset(
     {
@@ -174,6 +175,7 @@ class Pipeline:
         self._submitted_routes: list[str] = []
         self.counts: dict[str, int] = {}
         self.accepted_at: dict[str, float] = {}
+        self._accepted_while_restoring: set[str] | None = None  # see restore()
 
     # --- accept -----------------------------------------------------------------------------
 
@@ -238,6 +240,8 @@ class Pipeline:
                     if message.klass is MessageClass.OTP:
                         self.policies.note_accepted(tenant.name, message.klass, message.to, now)
                     self._enqueue(c, None, now)
+                    if self._accepted_while_restoring is not None:
+                        self._accepted_while_restoring.add(message.id)
         return [item if item is not None else AcceptItem() for item in items]
 
     def _primary_route(self, to: str) -> RouteConfig:
@@ -273,21 +277,40 @@ class Pipeline:
 
     # --- restart ----------------------------------------------------------------------------
 
-    async def restore(self) -> int:
-        """Queue again every message the store holds unfinished; return how many."""
-        count = 0
+    async def restore(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> int:
+        """Queue again every message the store holds unfinished; return how many.
+
+        Made to run beside the binds and the front doors, so that a restart with a large
+        backlog starts sending at once: ``task_status.started()`` comes once the frequency
+        counters are loaded (before that, a marketing send could pass a cap it has reached),
+        the messages follow in the background with a checkpoint every ``_RESTORE_SLICE``, and
+        the messages accepted meanwhile, queued by ``accept`` already, are skipped. Messages of
+        one class then go out restored and new interleaved, each in its own order.
+        """
         now = self.wall()
-        async for batch in self.store.unfinished():
-            for message in batch:
-                indices = None
-                if message.parts > 1 or message.status is Status.SUBMITTED:
-                    indices = await self.store.parts_to_send(message.id)
-                    if not indices:
-                        continue  # every part is out: only receipts are awaited
-                self._enqueue(self._recompose(message), indices, now)
-                count += 1
         for tenant, msisdn, at in await self.store.marketing_sends_since(now - 366 * 86400):
             self.policies.note_marketing_sent(tenant, msisdn, at)
+        accepted_since = self._accepted_while_restoring = set()
+        task_status.started()
+        count = 0
+        try:
+            async for batch in self.store.unfinished():
+                for i, message in enumerate(batch):
+                    if i % _RESTORE_SLICE == 0:
+                        await trio.lowlevel.checkpoint()
+                    if message.id in accepted_since:
+                        continue
+                    indices = None
+                    if message.parts > 1 or message.status is Status.SUBMITTED:
+                        indices = await self.store.parts_to_send(message.id)
+                        if not indices:
+                            continue  # every part is out: only receipts are awaited
+                    self._enqueue(self._recompose(message), indices, now)
+                    count += 1
+        finally:
+            self._accepted_while_restoring = None
         return count
 
     def _recompose(self, message: MessageRecord) -> Composed:

@@ -225,6 +225,51 @@ async def test_accepted_messages_survive_a_restart_and_are_sent_after_it(tmp_pat
         assert len(r.sim.submitted) == 30
 
 
+class _PausedStore:
+    """The real store, with ``unfinished()`` pausing after its first page until ``go`` is set:
+    the test can then accept a message while a restore is under way."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.paused = trio.Event()
+        self.go = trio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def unfinished(self, batch: int = 10_000) -> AsyncIterator[list[Any]]:
+        async for page in self._store.unfinished(50):
+            yield page
+            self.paused.set()
+            await self.go.wait()
+
+
+async def test_a_restore_beside_new_accepts_queues_every_message_once(tmp_path: Path) -> None:
+    async with running(tmp_path, binds=False) as r:
+        for n in range(120):
+            await r.send(f"Bekleyen {n}")
+    settings = _settings(tmp_path, 9)
+    async with open_store(settings) as real:
+        store = _PausedStore(real)
+        pipeline = Pipeline(settings, store)
+        restored: list[int] = []
+
+        async def restore(task_status: trio.TaskStatus[None]) -> None:
+            restored.append(await pipeline.restore(task_status=task_status))
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(restore)
+            await store.paused.wait()
+            assert pipeline.queues.pending() == 50  # the first page is queued; the rest waits
+            request = MessageRequest(TO, "Yeni", MessageClass.TRANSACTIONAL)
+            [item] = await pipeline.accept(settings.tenants[0], [request])
+            assert item.result is not None
+            store.go.set()  # the restore's later pages now include the new message
+    # Queued by its accept, and not a second time by the restore that read it from the store.
+    assert restored == [120]
+    assert pipeline.queues.pending() == 121
+
+
 async def test_a_message_past_its_validity_in_the_queue_fails(tmp_path: Path) -> None:
     now = [time.time()]
     async with running(tmp_path, binds=False, wall=lambda: now[0]) as r:
