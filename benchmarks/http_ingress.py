@@ -19,14 +19,10 @@ counts what reached the SMSC and got its ``submit_sm_resp``, not what the daemon
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import os
-import select
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,78 +32,14 @@ from typing import Any, Final
 import httpx
 import trio
 
+from benchmarks._daemonproc import API_KEY, daemon_config, start_daemon, stop_daemon
 from benchmarks._simproc import cpu_seconds, start_simulator, stop_simulator
 
 __all__ = ["run"]
 
-_API_KEY: Final = "bench-key-0123456789abcdef0123456789"
 _BATCH: Final = 1000
 _BATCH_CLIENTS: Final = 4
 _TIMEOUT_S: Final = 300.0
-
-
-def _config(folder: Path, port: int) -> Path:
-    path = folder / "ulak.toml"
-    digest = hashlib.sha256(_API_KEY.encode()).hexdigest()
-    path.write_text(
-        f"""
-[http]
-listen = "127.0.0.1:0"
-[store]
-url = "sqlite://{folder / "bench.db"}"
-[quiet_hours]
-enabled = false
-[[tenants]]
-name = "bench"
-api_key_sha256 = "{digest}"
-require_opt_in = false
-default_sender = "ULAK"
-[[routes]]
-name = "sim"
-prefixes = [""]
-host = "127.0.0.1"
-port = {port}
-system_id = "ulak"
-password = "secret"
-bind = "transceiver"
-binds = 4
-window = 100
-""",
-        encoding="utf-8",
-    )
-    return path
-
-
-def _start_daemon(config: Path, log: Path) -> tuple[subprocess.Popen[str], str]:
-    with log.open("w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", "-c", str(config)],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 30
-    while (left := deadline - time.monotonic()) > 0:
-        if not select.select([proc.stdout], [], [], left)[0]:
-            break
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if "http listening on" in line:
-            return proc, line.rsplit(" ", 1)[1].strip()
-    proc.kill()
-    raise RuntimeError(f"the daemon did not start (exit {proc.wait()}); see {log}")
-
-
-def _stop_daemon(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
 
 
 @contextlib.contextmanager
@@ -116,11 +48,11 @@ def _services() -> Iterator[tuple[subprocess.Popen[str], subprocess.Popen[str], 
     simulator, port = start_simulator(["--rtt-ms", "1", "--max-binds", "8"])
     daemon = None
     try:
-        daemon, url = _start_daemon(_config(folder, port), folder / "daemon.log")
+        daemon, url = start_daemon(daemon_config(folder, port), folder / "daemon.log")
         yield simulator, daemon, url
     finally:
         if daemon is not None:
-            _stop_daemon(daemon)
+            stop_daemon(daemon)
         stop_simulator(simulator)
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -233,7 +165,7 @@ async def _measure(
     url: str, counters: _SimulatorCounters, messages: int, single: int, clients: int
 ) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=max(clients, _BATCH_CLIENTS))
-    headers = {"Authorization": f"Bearer {_API_KEY}"}
+    headers = {"Authorization": f"Bearer {API_KEY}"}
     async with httpx.AsyncClient(
         base_url=url, headers=headers, timeout=60, limits=limits
     ) as client:

@@ -95,6 +95,13 @@ def _cmd_bench_redis(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_bench_recovery(args: argparse.Namespace) -> int:
+    from benchmarks.recovery import run
+
+    run(messages=args.messages, fill_tps=args.fill_tps, as_json=args.json)
+    return EXIT_OK
+
+
 def _cmd_smsc_sim(args: argparse.Namespace) -> int:
     from gateway.simulator import run_from_args
 
@@ -201,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     redis.add_argument("--no-entry-keys", action="store_true", help="no entry-id idempotency keys")
     redis.add_argument("--json", action="store_true", help="also print one JSON line")
     redis.set_defaults(handler=_cmd_bench_redis)
+
+    recovery = scenarios.add_parser("recovery", help="restart after kill -9 with a backlog")
+    recovery.add_argument("--messages", type=int, default=100_000, help="accepted before kill")
+    recovery.add_argument("--fill-tps", type=float, default=25.0, help="per-bind TPS while filling")
+    recovery.add_argument("--json", action="store_true", help="also print one JSON line")
+    recovery.set_defaults(handler=_cmd_bench_recovery)
 
     from gateway.simulator import add_arguments
 

@@ -1,0 +1,94 @@
+"""``ulak run`` as a separate process, for benchmarks that go through its front doors: a config
+in a folder (one tenant, one route to the simulator, durable SQLite), start and stop."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Final
+
+__all__ = ["API_KEY", "TENANT", "daemon_config", "start_daemon", "stop_daemon"]
+
+API_KEY: Final = "bench-key-0123456789abcdef0123456789"
+TENANT: Final = "bench"
+
+
+def daemon_config(
+    folder: Path, port: int, *, binds: int = 4, window: int = 100, route_extra: str = ""
+) -> Path:
+    """Write ``folder/ulak.toml`` (store ``folder/bench.db``); return its path.
+
+    Args:
+        route_extra: more TOML keys of the route (e.g. ``"tps = 50"``).
+    """
+    path = folder / "ulak.toml"
+    digest = hashlib.sha256(API_KEY.encode()).hexdigest()
+    path.write_text(
+        f"""
+[http]
+listen = "127.0.0.1:0"
+[store]
+url = "sqlite://{folder / "bench.db"}"
+[quiet_hours]
+enabled = false
+[[tenants]]
+name = "{TENANT}"
+api_key_sha256 = "{digest}"
+require_opt_in = false
+default_sender = "ULAK"
+[[routes]]
+name = "sim"
+prefixes = [""]
+host = "127.0.0.1"
+port = {port}
+system_id = "ulak"
+password = "secret"
+bind = "transceiver"
+binds = {binds}
+window = {window}
+{route_extra}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def start_daemon(config: Path, log: Path) -> tuple[subprocess.Popen[str], str]:
+    """Start ``ulak run -c CONFIG`` (stderr to ``log``); return it and its HTTP base URL once
+    it listens."""
+    with log.open("a") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run", "-c", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([proc.stdout], [], [], left)[0]:
+            break
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if "http listening on" in line:
+            return proc, line.rsplit(" ", 1)[1].strip()
+    proc.kill()
+    raise RuntimeError(f"the daemon did not start (exit {proc.wait()}); see {log}")
+
+
+def stop_daemon(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM (a clean drain), then SIGKILL after 30 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
