@@ -489,6 +489,23 @@ class PostgresStore(GroupCommitWrites):
 
         return await self._read(read)
 
+    async def consents_of(self, tenant: str, msisdns: Sequence[str]) -> dict[str, ConsentRecord]:
+        numbers = list(dict.fromkeys(msisdns))
+        if not numbers:
+            return {}
+
+        async def read(conn: Conn) -> dict[str, ConsentRecord]:
+            rows = await conn.fetch(
+                "SELECT DISTINCT ON (msisdn) tenant, msisdn, opted_in, source, at FROM consent"
+                " WHERE tenant = $1 AND msisdn = ANY($2::text[])"
+                " ORDER BY msisdn, at DESC, seq DESC",
+                tenant,
+                numbers,
+            )
+            return {r[1]: _consent(r) for r in rows}
+
+        return await self._read(read)
+
     async def consent_history(self, tenant: str, msisdn: str) -> list[ConsentRecord]:
         async def read(conn: Conn) -> list[ConsentRecord]:
             rows = await conn.fetch(

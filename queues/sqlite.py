@@ -365,6 +365,25 @@ class SQLiteStore(GroupCommitWrites):
 
         return await self._read(read)
 
+    async def consents_of(self, tenant: str, msisdns: Sequence[str]) -> dict[str, ConsentRecord]:
+        numbers = list(dict.fromkeys(msisdns))
+
+        def read(conn: sqlite3.Connection) -> dict[str, ConsentRecord]:
+            found: dict[str, ConsentRecord] = {}
+            for start in range(0, len(numbers), _KEY_CHUNK):
+                chunk = numbers[start : start + _KEY_CHUNK]
+                # Oldest first, so the entry in force (latest at, then latest rowid) is the
+                # one left in the dict.
+                for row in conn.execute(
+                    "SELECT tenant, msisdn, opted_in, source, at FROM consent WHERE tenant = ?"
+                    f" AND msisdn IN ({','.join('?' * len(chunk))}) ORDER BY at, rowid",
+                    [tenant, *chunk],
+                ):
+                    found[row[1]] = _consent(row)
+            return found
+
+        return await self._read(read) if numbers else {}
+
     async def consent_history(self, tenant: str, msisdn: str) -> list[ConsentRecord]:
         def read(conn: sqlite3.Connection) -> list[ConsentRecord]:
             return [

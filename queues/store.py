@@ -108,6 +108,11 @@ class Store(Protocol):
         """The entry in force, or None when the number has no record."""
         ...
 
+    async def consents_of(self, tenant: str, msisdns: Sequence[str]) -> dict[str, ConsentRecord]:
+        """:meth:`get_consent` for many numbers in one read: the entry in force by number,
+        numbers with no record left out."""
+        ...
+
     async def consent_history(self, tenant: str, msisdn: str) -> list[ConsentRecord]:
         """Every ledger entry of (tenant, msisdn), oldest first."""
         ...

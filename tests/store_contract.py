@@ -48,6 +48,7 @@ __all__ = [
     "test_cancelled_caller_leaves_the_writer_working",
     "test_concurrent_same_key_creates_once",
     "test_consent_latest_wins_and_history",
+    "test_consents_of_many_numbers_in_one_read",
     "test_find_part_by_smsc_id_variants",
     "test_find_part_prefers_the_receipts_own_form",
     "test_idempotency_replayed_and_conflict",
@@ -527,6 +528,28 @@ async def test_consent_latest_wins_and_history(store: ContractStore) -> None:
         other, number, True, "api", T0 + 40
     )
     assert await store.get_consent(tenant, "+905329999999") is None
+
+
+async def test_consents_of_many_numbers_in_one_read(store: ContractStore) -> None:
+    tenant, other = _tenant(), _tenant()
+    numbers = [f"+90532{n:07d}" for n in range(700)]  # more than one chunk of a statement
+    latest: dict[str, ConsentRecord] = {}
+    for n in range(0, 700, 7):
+        number = numbers[n]
+        # Three entries each, the one in force not always the last written: an entry with an
+        # earlier time written later does not replace it; an equal time written later does.
+        first = ConsentRecord(tenant, number, True, "api", T0 + n)
+        later = ConsentRecord(tenant, number, n % 2 == 0, "mo:STOP", T0 + n + 50)
+        tied = ConsentRecord(tenant, number, n % 3 == 0, "api", T0 + n + (50 if n % 5 else 10))
+        for entry in (first, later, tied):
+            await store.set_consent(entry)
+        latest[number] = tied if n % 5 else later
+    await store.set_consent(ConsentRecord(other, numbers[1], True, "api", T0))
+    asked = [*numbers, numbers[0]]  # repeated numbers are fine
+    assert await store.consents_of(tenant, asked) == latest
+    for number in (numbers[0], numbers[1], numbers[7], numbers[35], numbers[693]):
+        assert await store.get_consent(tenant, number) == latest.get(number)
+    assert await store.consents_of(tenant, []) == {}
 
 
 async def test_otp_put_get_update_and_tenant_isolation(store: ContractStore) -> None:
