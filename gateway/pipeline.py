@@ -207,13 +207,6 @@ class Pipeline:
                     max_parts=p.max_parts,
                     idempotency_key=key,
                 )
-                if request.klass is MessageClass.MARKETING:
-                    await self._load_consent(tenant.name, c.message.to)
-                verdict = self.policies.at_accept(
-                    tenant, request.klass, c.message.to, c.message.sender, now
-                )
-                if verdict.action == "reject":
-                    raise ComposeError("to", verdict.reason, verdict.code)
             except ComposeError as exc:
                 items[i] = AcceptItem(error=exc)
                 continue
@@ -221,6 +214,21 @@ class Pipeline:
                 items[i] = AcceptItem(error=ComposeError("to", str(exc), "no_route"))
                 continue
             composed.append((i, c))
+        await self._load_consents(
+            tenant.name,
+            [c.message.to for _, c in composed if c.message.klass is MessageClass.MARKETING],
+        )
+        allowed: list[tuple[int, Composed]] = []
+        for i, c in composed:
+            message = c.message
+            verdict = self.policies.at_accept(
+                tenant, message.klass, message.to, message.sender, now
+            )
+            if verdict.action == "reject":
+                items[i] = AcceptItem(error=ComposeError("to", verdict.reason, verdict.code))
+            else:
+                allowed.append((i, c))
+        composed = allowed
         if composed:
             started = time.perf_counter()
             results = await self.store.accept([c.message for _, c in composed])
@@ -247,13 +255,16 @@ class Pipeline:
     def _primary_route(self, to: str) -> RouteConfig:
         return self.routes[self.router.primary(to).name]
 
-    async def _load_consent(self, tenant: str, msisdn: str) -> None:
-        """Make the consent policy's view of (tenant, msisdn) the store's (the ledger is the
-        truth; the policy keeps only numbers seen since start)."""
-        if self.policies.consent.get(tenant, msisdn) is None:
-            record = await self.store.get_consent(tenant, msisdn)
-            if record is not None:
-                self.policies.consent.update(record)
+    async def _load_consents(self, tenant: str, msisdns: Sequence[str]) -> None:
+        """Make the consent policy's view of these numbers the store's, in one read (the
+        ledger is the truth; the policy keeps only numbers seen since start)."""
+        consent = self.policies.consent
+        unknown = [m for m in msisdns if consent.get(tenant, m) is None]
+        if unknown:
+            for record in (await self.store.consents_of(tenant, unknown)).values():
+                consent.update(record)
+        else:
+            await trio.lowlevel.checkpoint()
 
     def _enqueue(self, c: Composed, indices: list[int] | None, now: float) -> None:
         message = c.message

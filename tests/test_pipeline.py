@@ -23,7 +23,7 @@ from gateway.simulator import MoMessage, SimulatorHandle, SimulatorSettings, ser
 from protocols.constants import EsmClass
 from protocols.pdu import DeliverSm
 from protocols.receipts import format_receipt_text
-from queues.model import MessageClass, MessageView, Status
+from queues.model import ConsentRecord, MessageClass, MessageView, Status
 from queues.store import Store
 
 TO = "+905321234567"
@@ -223,6 +223,24 @@ async def test_accepted_messages_survive_a_restart_and_are_sent_after_it(tmp_pat
         views = [await r.wait_status(i, lambda s: s.is_final) for i in ids]
         assert {v.message.status for v in views} == {Status.DELIVERED}
         assert len(r.sim.submitted) == 30
+
+
+async def test_the_consent_ledger_decides_a_batch_after_a_restart(tmp_path: Path) -> None:
+    """The policy starts empty at each start: a marketing batch is judged by the ledger in the
+    store (the entry in force per number), read for the whole batch."""
+    numbers = [f"+9053212345{n:02d}" for n in range(6)]
+    async with open_store(_settings(tmp_path, 9)) as store:
+        for n, number in enumerate(numbers[:4]):
+            await store.set_consent(ConsentRecord("shop", number, True, "api", 1000.0))
+            if n % 2:  # then opted out by a STOP reply
+                await store.set_consent(ConsentRecord("shop", number, False, "mo:STOP", 2000.0))
+    tenant = {"name": "shop", "api_key_sha256": "a" * 64, "default_sender": "SHOP"}
+    tenants = [{**tenant, "require_opt_in": True}]
+    async with running(tmp_path, binds=False, tenants=tenants) as r:
+        requests = [MessageRequest(to, "Kampanya!", MessageClass.MARKETING) for to in numbers]
+        items = await r.pipeline.accept(r.tenant, requests)
+    codes = [item.error.code if item.error else "accepted" for item in items]
+    assert codes == ["accepted", "opted_out", "accepted", "opted_out", "no_consent", "no_consent"]
 
 
 class _PausedStore:
