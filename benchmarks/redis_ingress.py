@@ -70,7 +70,7 @@ async def _produce(client: aioredis.Redis, stream: str, messages: int) -> None:
         async with client.pipeline(transaction=False) as pipe:
             for n in range(first, min(messages, first + _XADD_CHUNK)):
                 body = {
-                    "to": "+905321234567",
+                    "to": f"+90532{n % 10_000_000:07d}",
                     "text": f"Siparişiniz {n} kargoya verildi.",
                     "class": "transactional",
                     "reference": f"order-{n}",
