@@ -25,7 +25,7 @@ import trio
 from gateway.binds import BindSupervisor
 from gateway.bindstate import RouteSettings
 from gateway.config import Settings
-from gateway.http_api import StoreTotpAdapter, build_app, tenant_keys, totp_key
+from gateway.http_api import StoreTotpAdapter, build_app, metrics_app, tenant_keys, totp_key
 from gateway.metrics import Metrics
 from gateway.otp import OtpService
 from gateway.pipeline import Pipeline
@@ -145,6 +145,18 @@ async def run_daemon(
             await outer.start(_restore, pipeline)
             async with trio.open_nursery() as nursery:
                 await nursery.start(supervisor.run)
+                if metrics is not None and metrics_config.listen is not None:
+                    metrics_http = HypercornConfig()
+                    metrics_http.bind = [metrics_config.listen]
+                    metrics_http.accesslog = None
+                    metrics_http.errorlog = http_config.errorlog
+                    only_metrics = metrics_app(metrics, metrics_config.path)
+                    for address in await nursery.start(
+                        _serve_http, serve, only_metrics, metrics_http, stop
+                    ):
+                        print(
+                            f"ulak: metrics listening on {address}{metrics_config.path}", flush=True
+                        )
                 addresses = await nursery.start(_serve_http, serve, app, http_config, stop)
                 for address in addresses:
                     print(f"ulak: http listening on {address}", flush=True)

@@ -81,6 +81,7 @@ __all__ = [
     "StoreTotpAdapter",
     "TotpVerifyBody",
     "build_app",
+    "metrics_app",
     "openapi_document",
     "tenant_keys",
     "totp_key",
@@ -489,7 +490,8 @@ def build_app(
         ready: whether the store and at least one bind are up (``/readyz``).
         otp: issues and verifies SMS codes; the SMS goes through ``pipeline.accept``.
         totp: authenticator-app enrollment and verification.
-        metrics: served at ``/metrics`` (404 when None: ``[metrics] listen`` serves them).
+        metrics: served at ``/metrics`` (404 when None: metrics are off, or ``[metrics]
+            listen`` serves them with :func:`metrics_app`).
         http: ``[http]`` limits and whether ``/docs`` is served.
     """
     by_hash = dict(tenants)
@@ -712,7 +714,9 @@ def build_app(
 
     async def serve_metrics(request: Request, tenant: TenantConfig | None) -> Response:
         if metrics is None:
-            return problem(404, "metrics are served on [metrics] listen")
+            return problem(
+                404, "path: metrics are off here ([metrics] enabled = false, or listen is set)"
+            )
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     handlers: dict[str, Handler] = {
@@ -787,6 +791,22 @@ def build_app(
     return Starlette(
         routes=routes,
         exception_handlers={HTTPException: http_error, Exception: server_error},
+    )
+
+
+def metrics_app(metrics: Metrics, path: str) -> Starlette:
+    """The app of a listener for metrics alone (``[metrics] listen``): ``GET path``."""
+
+    async def serve(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return problem(exc.status_code, f"path: only GET {path} is served here")
+
+    return Starlette(
+        routes=[Route(path, serve, methods=["GET"])],
+        exception_handlers={HTTPException: http_error},
     )
 
 

@@ -96,11 +96,14 @@ class Daemon:
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 30
         self.url = ""
+        self.metrics_url = ""  # with [metrics] listen: printed before the HTTP API's line
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
                 break
-            if "http listening on" in line:
+            if "metrics listening on" in line:
+                self.metrics_url = line.rsplit(" ", 1)[1].strip()
+            elif "http listening on" in line:
                 self.url = line.rsplit(" ", 1)[1].strip()
                 break
         if not self.url:

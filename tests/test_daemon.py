@@ -10,8 +10,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.daemon_helpers import Daemon, Simulator, write_config
 
@@ -68,3 +70,31 @@ block_ms = 100
     finally:
         sim.stop()
         client.delete(*streams.values())
+
+
+def test_metrics_on_their_own_listener_and_path(tmp_path: Path) -> None:
+    extra = """
+[metrics]
+listen = "127.0.0.1:0"
+path = "/prometheus"
+"""
+    sim = Simulator(tmp_path)
+    try:
+        daemon = Daemon(write_config(tmp_path, sim.port, extra=extra))
+        try:
+            assert daemon.metrics_url.endswith("/prometheus")
+            response = httpx.get(daemon.metrics_url, timeout=10)
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/plain")
+            names = {f.name for f in text_string_to_metric_families(response.text)}
+            assert {"ulak_bind_up", "ulak_messages"} <= names
+            other = httpx.get(daemon.metrics_url.replace("/prometheus", "/metrics"), timeout=10)
+            assert other.status_code == 404
+            assert other.headers["content-type"] == "application/problem+json"
+            # The API's own listener no longer serves them.
+            api = daemon.client.get("/metrics")
+            assert api.status_code == 404 and "listen" in api.json()["detail"]
+        finally:
+            assert daemon.terminate() == 0
+    finally:
+        sim.stop()

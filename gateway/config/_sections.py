@@ -429,8 +429,9 @@ class MetricsConfig(Section):
 
     enabled: bool = True
     path: Annotated[str, AfterValidator(_check_path)] = "/metrics"
+    """Where ``listen`` serves them (the API's listener serves ``/metrics``, DESIGN §4)."""
     listen: Listen | None = None
-    """A separate listener for metrics; default: the HTTP API's."""
+    """A separate listener for metrics alone; default: the HTTP API's."""
     latency_buckets_s: Annotated[tuple[float, ...], AfterValidator(_check_buckets)] = (
         0.005,
         0.01,
