@@ -477,7 +477,11 @@ class Connection:
                 event.pdu.command_status,
             )
         elif isinstance(event, PduRejected):
-            logger.warning(
+            # While we unbind, a deliver_sm crossing our unbind is expected: the SMSC keeps it
+            # and delivers it again later, so it is no cause for a warning.
+            level = logging.INFO if bind.state is BindState.UNBINDING else logging.WARNING
+            logger.log(
+                level,
                 "%s: SMSC sent %s, illegal now; answered 0x%X",
                 name,
                 type(event.pdu).__name__,
