@@ -85,7 +85,10 @@ __all__ = ["SmscConnection"]
 
 logger = logging.getLogger(__name__)
 
-_RECEIVE_SIZE: Final = 65536
+# Read ~45 submit_sm at a time, not a whole window: the answers to the first ones go out
+# while the client is still sending, as a real SMSC's would. Reading 64 KiB made the client
+# and the simulator take turns (one window each way), idling a core at a time.
+_RECEIVE_SIZE: Final = 4096
 _HIGH_WATER: Final = 1 << 20  # queued output beyond which the reader stops reading
 _DRAIN_TIMEOUT_S: Final = 5.0  # how long a closing connection may take to flush
 _REDELIVERY_DELAY_S: Final = 1.0  # after a temporary deliver_sm_resp error
