@@ -7,10 +7,14 @@ of ``window``, fed by the in-memory :class:`~gateway.workqueue.WorkQueue` filled
 and counts submit_sm_resp with ESME_ROK over ``seconds`` after a warm-up.
 
 The bound is what the protocol allows: each bind has at most ``window`` submits per round trip
-and at most ``tps`` per second, so throughput <= min(N·W/R, N·tps). With no RTT and no TPS
-there is no protocol bound: the run is CPU-bound and measures the gateway's cost per message
-(both processes' CPU seconds are reported: this process via ``time.process_time``, the child
-from ``/proc/PID/stat``).
+and at most ``tps`` per second, so throughput <= min(N·W/R, N·tps). The simulator's real round
+trip on this machine is R plus its wake-up and processing time, so the run first measures it
+as a baseline, with a minimal blocking client that has one submit_sm at a time in flight
+(``baseline_rtt_ms``, the median), and also reports the fraction of the bound at that round
+trip (``fraction_of_baseline_bound``): what no client of this simulator here could beat. With
+no RTT and no TPS there is no protocol bound: the run is CPU-bound and measures the gateway's
+cost per message (both processes' CPU seconds are reported: this process via
+``time.process_time``, the child from ``/proc/PID/stat``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
+import statistics
+import struct
 import subprocess
 import time
 
@@ -28,7 +35,7 @@ from gateway.binds import BindSupervisor
 from gateway.bindstate import BindMode, RouteSettings
 from gateway.parts import OutboundPart
 from gateway.workqueue import WorkQueue
-from protocols.pdu import SubmitSm
+from protocols.pdu import BindTransmitter, SubmitSm, Unbind, encode
 
 __all__ = ["run"]
 
@@ -40,11 +47,37 @@ _MAX_PARTS = 2_000_000
 def _start_simulator(
     binds: int, rtt_ms: float, tps: float | None
 ) -> tuple[subprocess.Popen[str], int]:
-    args = ["--no-receipts", "--account", "bench:bench", "--max-binds", str(binds)]
+    args = ["--no-receipts", "--account", "bench:bench", "--max-binds", str(binds + 1)]
     args += ["--rtt-ms", str(rtt_ms)]
     if tps is not None:
         args += ["--tps", str(tps)]
     return start_simulator(args)
+
+
+def _baseline_rtt_ms(port: int, rtt_ms: float) -> float:
+    """Median submit_sm -> submit_sm_resp time of a blocking client, one in flight (~2 s)."""
+    rounds = max(20, min(300, int(2000 / max(rtt_ms, 1.0))))
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def exchange(data: bytes) -> None:
+            sock.sendall(data)
+            received = b""
+            while len(received) < 4 or len(received) < struct.unpack(">I", received[:4])[0]:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise RuntimeError("the simulator closed the baseline connection")
+                received += chunk
+
+        exchange(encode(BindTransmitter(system_id="bench", password="bench"), 1))
+        pdu = SubmitSm(destination_addr="905321234567", short_message=b"baseline")
+        times = []
+        for seq in range(2, rounds + 2):
+            started = time.perf_counter()
+            exchange(encode(pdu, seq))
+            times.append(time.perf_counter() - started)
+        exchange(encode(Unbind(), rounds + 2))
+    return 1000.0 * statistics.median(times)
 
 
 def _bound(binds: int, window: int, rtt_ms: float, tps: float | None) -> float:
@@ -137,9 +170,11 @@ def run(
     parts = min(_MAX_PARTS, int(rate * (seconds + _WARMUP_S + 2.0) * 1.2) + binds * window)
     proc, port = _start_simulator(binds, rtt_ms, tps)
     try:
+        baseline_rtt_ms = _baseline_rtt_ms(port, rtt_ms) if rtt_ms > 0 else 0.0
         result = trio.run(_measure, proc.pid, port, binds, window, tps, seconds, parts)
     finally:
         stop_simulator(proc)
+    result["baseline_rtt_ms"] = baseline_rtt_ms
     cpu_bound = not math.isfinite(bound)
     result["bound_msgs_per_s"] = 0.0 if cpu_bound else bound
     result["fraction_of_bound"] = 0.0 if cpu_bound else result["msgs_per_s"] / bound
@@ -151,6 +186,10 @@ def run(
     result["fraction_of_observed_bound"] = (
         result["msgs_per_s"] / observed_bound if not cpu_bound and observed_bound else 0.0
     )
+    baseline_bound = _bound(binds, window, baseline_rtt_ms, tps) if baseline_rtt_ms else 0.0
+    result["fraction_of_baseline_bound"] = (
+        result["msgs_per_s"] / baseline_bound if not cpu_bound and baseline_bound else 0.0
+    )
     limit = "none (CPU-bound)" if cpu_bound else f"{bound:,.0f} msg/s"
     tps_text = "unlimited" if tps is None else f"{tps:g}"
     print(f"binds={binds} window={window} rtt={rtt_ms:g}ms tps/bind={tps_text} {seconds:g}s")
@@ -158,6 +197,10 @@ def run(
     print(f"  bound      {limit:>12}   min(N*W/R, N*tps)")
     if not cpu_bound:
         print(f"  of bound   {result['fraction_of_bound']:>12.1%}")
+        print(
+            f"  baseline   simulator round trip {baseline_rtt_ms:.2f} ms (one in flight):"
+            f" {result['fraction_of_baseline_bound']:.1%} of N*W/RTT at that round trip"
+        )
         print(
             f"  observed RTT {result['observed_rtt_ms']:.2f} ms (submit_sm → resp):"
             f" {result['fraction_of_observed_bound']:.1%} of N*W/RTT at that round trip"
