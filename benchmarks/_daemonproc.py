@@ -3,6 +3,7 @@ in a folder (one tenant, one route to the simulator, durable SQLite), start and 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import select
@@ -59,10 +60,12 @@ window = {window}
     return path
 
 
-def start_daemon(config: Path, log: Path) -> tuple[subprocess.Popen[str], str]:
-    """Start ``ulak run -c CONFIG`` (stderr to ``log``); return it and its HTTP base URL once
-    it listens."""
-    with log.open("a") as err:
+def start_daemon(config: Path, log: Path | None) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """Start ``ulak run -c CONFIG`` (stderr appended to ``log``, or dropped); return it once its
+    HTTP API listens, with the URL of each listener it printed: ``"http"``, and ``"metrics"``
+    when ``[metrics] listen`` is set (printed first)."""
+    with contextlib.ExitStack() as stack:
+        err = stack.enter_context(log.open("a")) if log is not None else subprocess.DEVNULL
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "run", "-c", str(config)],
             stdout=subprocess.PIPE,
@@ -71,6 +74,7 @@ def start_daemon(config: Path, log: Path) -> tuple[subprocess.Popen[str], str]:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     assert proc.stdout is not None
+    urls: dict[str, str] = {}
     deadline = time.monotonic() + 60
     while (left := deadline - time.monotonic()) > 0:
         if not select.select([proc.stdout], [], [], left)[0]:
@@ -78,8 +82,11 @@ def start_daemon(config: Path, log: Path) -> tuple[subprocess.Popen[str], str]:
         line = proc.stdout.readline()
         if not line:
             break
-        if "http listening on" in line:
-            return proc, line.rsplit(" ", 1)[1].strip()
+        name, sep, url = line.partition(" listening on ")
+        if sep:
+            urls[name.rsplit(" ", 1)[-1]] = url.strip()
+            if "http" in urls:
+                return proc, urls
     proc.kill()
     raise RuntimeError(f"the daemon did not start (exit {proc.wait()}); see {log}")
 

@@ -48,8 +48,8 @@ def _services() -> Iterator[tuple[subprocess.Popen[str], subprocess.Popen[str], 
     simulator, port = start_simulator(["--rtt-ms", "1", "--max-binds", "8"])
     daemon = None
     try:
-        daemon, url = start_daemon(daemon_config(folder, port), folder / "daemon.log")
-        yield simulator, daemon, url
+        daemon, urls = start_daemon(daemon_config(folder, port), folder / "daemon.log")
+        yield simulator, daemon, urls["http"]
     finally:
         if daemon is not None:
             stop_daemon(daemon)

@@ -117,9 +117,9 @@ def run(
     try:
         slow = f"tps = {fill_tps:g}"
         config = daemon_config(folder, port, binds=binds, window=window, route_extra=slow)
-        daemon, url = start_daemon(config, folder / "daemon.log")
+        daemon, urls = start_daemon(config, folder / "daemon.log")
         t0 = time.perf_counter()
-        accepted = _fill(url, messages)
+        accepted = _fill(urls["http"], messages)
         fill_s = time.perf_counter() - t0
         daemon.send_signal(signal.SIGKILL)
         daemon.communicate()
@@ -132,7 +132,7 @@ def run(
         config = daemon_config(folder, port, binds=binds, window=window)
         restarted_at = time.time()
         t0 = time.perf_counter()
-        daemon, url = start_daemon(config, folder / "daemon.log")
+        daemon, urls = start_daemon(config, folder / "daemon.log")
         ready_s = time.perf_counter() - t0
         _wait(lambda: len(submits.times) > logged_before, submits, 60.0)
         resume_s = min(submits.times[logged_before:]) - restarted_at

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
 
+from benchmarks._daemonproc import start_daemon
 from benchmarks._simproc import start_simulator, stop_simulator
 
 __all__ = ["API_KEY", "Daemon", "Simulator", "write_config"]
@@ -86,29 +83,9 @@ class Daemon:
     """``ulak run -c CONFIG`` in a subprocess."""
 
     def __init__(self, config: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", "-c", str(config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + 30
-        self.url = ""
-        self.metrics_url = ""  # with [metrics] listen: printed before the HTTP API's line
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            if "metrics listening on" in line:
-                self.metrics_url = line.rsplit(" ", 1)[1].strip()
-            elif "http listening on" in line:
-                self.url = line.rsplit(" ", 1)[1].strip()
-                break
-        if not self.url:
-            self.proc.kill()
-            raise RuntimeError(f"the daemon did not start (exit {self.proc.wait()})")
+        self.proc, urls = start_daemon(config, None)
+        self.url = urls["http"]
+        self.metrics_url = urls.get("metrics", "")  # with [metrics] listen
         self.client = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
         )
