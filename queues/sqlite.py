@@ -43,7 +43,7 @@ from queues.model import (
     StatusEvent,
     Transition,
 )
-from queues.store import StoreError, TotpEnrollment
+from queues.store import StoreError, TotpEnrollment, stored_outcome
 
 __all__ = ["SQLiteStore"]
 
@@ -365,6 +365,19 @@ class SQLiteStore(GroupCommitWrites):
 
         return await self._read(read)
 
+    async def stored_outcomes(self, messages: Sequence[NewMessage]) -> list[AcceptResult | None]:
+        wanted = [m for m in messages if m.idempotency_key is not None]
+        if not wanted:
+            await trio.lowlevel.checkpoint()
+            return [None] * len(messages)
+        found = await self._read(lambda conn: _stored_keys(conn, wanted))
+        return [
+            None
+            if m.idempotency_key is None
+            else stored_outcome(m, found.get((m.tenant, m.idempotency_key)))
+            for m in messages
+        ]
+
     async def consents_of(self, tenant: str, msisdns: Sequence[str]) -> dict[str, ConsentRecord]:
         numbers = list(dict.fromkeys(msisdns))
 
@@ -530,15 +543,9 @@ def _insert_messages(conn: sqlite3.Connection, messages: list[NewMessage]) -> li
     for m in messages:
         if m.idempotency_key is not None:
             key = (m.tenant, m.idempotency_key)
-            stored = seen.get(key)
-            if stored is not None:
-                stored_id, stored_hash = stored
-                outcome = (
-                    AcceptOutcome.REPLAYED
-                    if stored_hash == m.request_hash
-                    else AcceptOutcome.CONFLICT
-                )
-                results.append(AcceptResult(stored_id, outcome))
+            replay = stored_outcome(m, seen.get(key))
+            if replay is not None:
+                results.append(replay)
                 continue
             seen[key] = (m.id, m.request_hash)
         new.append(m)

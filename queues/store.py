@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from queues.model import (
+    AcceptOutcome,
     AcceptResult,
     ConsentRecord,
     MessageRecord,
@@ -28,7 +29,7 @@ from queues.model import (
     Transition,
 )
 
-__all__ = ["Store", "StoreError", "TotpEnrollment"]
+__all__ = ["Store", "StoreError", "TotpEnrollment", "stored_outcome"]
 
 
 class StoreError(Exception):
@@ -58,6 +59,12 @@ class Store(Protocol):
         part with the same status, and the first transition) and return one result per input,
         in order. A message whose ``(tenant, idempotency_key)`` is already stored is not stored
         again: REPLAYED with the stored id when ``request_hash`` matches, else CONFLICT."""
+        ...
+
+    async def stored_outcomes(self, messages: Sequence[NewMessage]) -> list[AcceptResult | None]:
+        """What :meth:`accept` would answer, without storing anything, for each message whose
+        ``(tenant, idempotency_key)`` is stored already (REPLAYED or CONFLICT); None for the
+        others (no key, or a new one)."""
         ...
 
     async def record(self, transitions: Sequence[Transition]) -> None:
@@ -140,3 +147,16 @@ class Store(Protocol):
     async def aclose(self) -> None:
         """Commit what is pending and release the connection(s)."""
         ...
+
+
+def stored_outcome(
+    message: NewMessage, stored: tuple[str, str | None] | None
+) -> AcceptResult | None:
+    """The answer to ``message`` when its key is stored as ``stored`` (id, request hash):
+    REPLAYED with the stored id when the hashes match, else CONFLICT; None when not stored."""
+    if stored is None:
+        return None
+    stored_id, stored_hash = stored
+    if stored_hash == message.request_hash:
+        return AcceptResult(stored_id, AcceptOutcome.REPLAYED)
+    return AcceptResult(stored_id, AcceptOutcome.CONFLICT)

@@ -59,6 +59,7 @@ __all__ = [
     "test_record_many_steps_of_one_part_in_one_call",
     "test_record_part_and_message_transitions",
     "test_record_unknown_message_is_ignored",
+    "test_stored_outcomes_answer_a_replay_without_storing",
     "test_text_and_times_come_back_exactly",
     "test_totp_put_get_replace_and_tenant_isolation",
     "test_unfinished_excludes_final_and_survives_reopen",
@@ -185,6 +186,30 @@ async def test_idempotency_replayed_and_conflict(store: ContractStore) -> None:
     # Keys are per tenant.
     elsewhere = _message(_tenant(), idempotency_key="order-1", request_hash="bbb")
     assert await store.accept([elsewhere]) == [AcceptResult(elsewhere.id, AcceptOutcome.CREATED)]
+
+
+async def test_stored_outcomes_answer_a_replay_without_storing(store: ContractStore) -> None:
+    tenant = _tenant()
+    original = _message(tenant, idempotency_key="order-7", request_hash="aaa")
+    await store.accept([original])
+    asked = [
+        _message(tenant, idempotency_key="order-7", request_hash="aaa"),
+        _message(tenant, idempotency_key="order-7", request_hash="bbb"),
+        _message(tenant, idempotency_key="order-8", request_hash="aaa"),  # a new key
+        _message(tenant),  # no key
+        _message(_tenant(), idempotency_key="order-7", request_hash="aaa"),  # another tenant
+    ]
+    outcomes = await store.stored_outcomes(asked)
+    assert outcomes == [
+        AcceptResult(original.id, AcceptOutcome.REPLAYED),
+        AcceptResult(original.id, AcceptOutcome.CONFLICT),
+        None,
+        None,
+        None,
+    ]
+    for m in asked:
+        assert await store.get_message(m.tenant, m.id) is None  # nothing was stored
+    assert await store.stored_outcomes([_message(tenant)]) == [None]
 
 
 async def test_idempotency_within_one_call(store: ContractStore) -> None:
