@@ -57,6 +57,7 @@ from queues.model import (
     ConsentRecord,
     MessageClass,
     MessageRecord,
+    NewMessage,
     Status,
     Transition,
     worst_status,
@@ -219,6 +220,7 @@ class Pipeline:
             [c.message.to for _, c in composed if c.message.klass is MessageClass.MARKETING],
         )
         allowed: list[tuple[int, Composed]] = []
+        refused: list[tuple[int, Composed]] = []
         for i, c in composed:
             message = c.message
             verdict = self.policies.at_accept(
@@ -226,9 +228,18 @@ class Pipeline:
             )
             if verdict.action == "reject":
                 items[i] = AcceptItem(error=ComposeError("to", verdict.reason, verdict.code))
+                if message.idempotency_key is not None:
+                    refused.append((i, c))
             else:
                 allowed.append((i, c))
         composed = allowed
+        if refused:
+            # A replay of a stored Idempotency-Key sends nothing new: the original answers it
+            # (or a conflict does), whatever the policies say now, e.g. an OTP's cooldown.
+            outcomes = await self.store.stored_outcomes([c.message for _, c in refused])
+            for (i, c), outcome in zip(refused, outcomes, strict=True):
+                if outcome is not None:
+                    items[i] = self._stored_item(c.message, outcome)
         if composed:
             started = time.perf_counter()
             results = await self.store.accept([c.message for _, c in composed])
@@ -236,14 +247,7 @@ class Pipeline:
                 self.metrics.store_commit(time.perf_counter() - started)
             for (i, c), result in zip(composed, results, strict=True):
                 message = c.message
-                if result.outcome is AcceptOutcome.CONFLICT:
-                    items[i] = AcceptItem(
-                        error=ComposeError(
-                            "Idempotency-Key", "was used before with a different body", "conflict"
-                        )
-                    )
-                    continue
-                items[i] = AcceptItem(result, message.status, message.parts, message.encoding)
+                items[i] = self._stored_item(message, result)
                 if result.outcome is AcceptOutcome.CREATED:
                     if message.klass is MessageClass.OTP:
                         self.policies.note_accepted(tenant.name, message.klass, message.to, now)
@@ -251,6 +255,15 @@ class Pipeline:
                     if self._accepted_while_restoring is not None:
                         self._accepted_while_restoring.add(message.id)
         return [item if item is not None else AcceptItem() for item in items]
+
+    @staticmethod
+    def _stored_item(message: NewMessage, result: AcceptResult) -> AcceptItem:
+        if result.outcome is AcceptOutcome.CONFLICT:
+            error = ComposeError(
+                "Idempotency-Key", "was used before with a different body", "conflict"
+            )
+            return AcceptItem(error=error)
+        return AcceptItem(result, message.status, message.parts, message.encoding)
 
     def _primary_route(self, to: str) -> RouteConfig:
         return self.routes[self.router.primary(to).name]

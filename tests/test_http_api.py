@@ -202,6 +202,26 @@ async def test_idempotent_replay_and_conflict(api: Api) -> None:
     _is_problem(changed, 409, "Idempotency-Key")
 
 
+async def test_a_replay_is_answered_even_when_a_new_send_would_be_refused(api: Api) -> None:
+    """A client retrying an OTP message (its answer lost in a timeout) gets the original back,
+    not the resend cooldown that a new OTP to the number would get."""
+    body = {"to": TO, "text": "Kodunuz: 482915", "class": "otp"}
+    key = {"Idempotency-Key": "login-7"}
+    first = await api.post("/v1/messages", body, extra=key)
+    assert first.status_code == 202
+    api.wall.now += 5  # inside the cooldown
+    again = await api.post("/v1/messages", body, extra=key)
+    assert again.status_code == 202, again.text
+    assert again.json()["id"] == first.json()["id"] and again.json()["replayed"] is True
+    changed = await api.post("/v1/messages", body | {"text": "Kodunuz: 111111"}, extra=key)
+    _is_problem(changed, 409, "Idempotency-Key")
+    fresh = await api.post("/v1/messages", body, extra={"Idempotency-Key": "login-8"})
+    assert _is_problem(fresh, 422, "to:")["code"] == "otp_cooldown"
+    # The replays stored nothing new.
+    stored = [m.id async for batch in api.store.unfinished() for m in batch]
+    assert stored == [first.json()["id"]]
+
+
 # --- OTP --------------------------------------------------------------------------------------
 
 
