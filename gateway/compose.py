@@ -80,11 +80,14 @@ def payload_of(part: QueuedPart) -> PartPayload:
 class ComposeError(ValueError):
     """A request that cannot be sent as asked: ``field`` names the culprit, ``detail`` says why."""
 
-    def __init__(self, field: str, detail: str, code: str = "invalid") -> None:
+    def __init__(
+        self, field: str, detail: str, code: str = "invalid", until: float | None = None
+    ) -> None:
         super().__init__(f"{field}: {detail}")
         self.field = field
         self.detail = detail
         self.code = code
+        self.until = until  # a refusal that passes with time: when (epoch seconds), if known
 
 
 @dataclass(frozen=True, slots=True)

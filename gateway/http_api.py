@@ -265,7 +265,7 @@ _ENDPOINTS: tuple[_Endpoint, ...] = (
         "Accept one message (durable before the 202)",
         MessageBody,
         {202: Accepted},
-        (400, 409, *_COMMON),
+        (400, 409, 429, *_COMMON),
         headers=("Idempotency-Key",),
     ),
     _Endpoint(
@@ -541,12 +541,12 @@ def build_app(
         if key is not None and not 1 <= len(key) <= 200:
             return problem(400, "Idempotency-Key: must be 1-200 characters")
         [item] = await pipeline.accept(tenant, [body.to_request()], [key])
-        if item.error is not None:
-            return problem(
-                409 if item.error.code == "conflict" else 422,
-                f"{item.error.field}: {item.error.detail}",
-                code=item.error.code,
-            )
+        error = item.error
+        if error is not None:
+            if error.code == "conflict":
+                return problem(409, f"{error.field}: {error.detail}", code=error.code)
+            # 429 with Retry-After for what passes with time (an OTP's cooldown), as /v1/otp.
+            return _refusal(error, pipeline.wall())
         return JSONResponse(_item_json(item), status_code=202)
 
     async def post_batch(request: Request, tenant: TenantConfig | None) -> Response:
@@ -603,7 +603,7 @@ def build_app(
         now = pipeline.wall()
         verdict = pipeline.policies.at_accept(tenant, MessageClass.OTP, msisdn, None, now)
         if verdict.action == "reject":
-            return _refusal(verdict.code, verdict.reason, verdict.until, now)
+            return _refusal(ComposeError("to", verdict.reason, verdict.code, verdict.until), now)
         try:
             issued = await otp.issue(
                 tenant.name,
@@ -620,7 +620,7 @@ def build_app(
         [item] = await pipeline.accept(tenant, [request_sms])
         if item.error is not None or item.result is None:
             error = item.error or ComposeError("to", "not accepted", "rejected")
-            return _refusal(error.code, f"{error.field}: {error.detail}", None, now)
+            return _refusal(error, now)
         record = await store.get_otp(tenant.name, issued.request_id)
         if record is not None:
             await store.update_otp(dataclasses.replace(record, message_id=item.result.id))
@@ -810,12 +810,15 @@ def metrics_app(metrics: Metrics, path: str) -> Starlette:
     )
 
 
-def _refusal(code: str, reason: str, until: float | None, now: float) -> JSONResponse:
-    if code not in _THROTTLE_CODES:
-        return problem(422, reason if ":" in reason else f"to: {reason}", code=code)
-    response = problem(429, f"to: {reason}", code=code)
-    if until is not None:
-        response.headers["Retry-After"] = str(max(1, math.ceil(until - now)))
+def _refusal(error: ComposeError, now: float) -> JSONResponse:
+    """A request the policies refuse: 429 with Retry-After (when known) for what passes with
+    time, else 422."""
+    detail = f"{error.field}: {error.detail}"
+    if error.code not in _THROTTLE_CODES:
+        return problem(422, detail, code=error.code)
+    response = problem(429, detail, code=error.code)
+    if error.until is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.until - now)))
     return response
 
 

@@ -227,7 +227,8 @@ class Pipeline:
                 tenant, message.klass, message.to, message.sender, now
             )
             if verdict.action == "reject":
-                items[i] = AcceptItem(error=ComposeError("to", verdict.reason, verdict.code))
+                refusal = ComposeError("to", verdict.reason, verdict.code, verdict.until)
+                items[i] = AcceptItem(error=refusal)
                 if message.idempotency_key is not None:
                     refused.append((i, c))
             else:

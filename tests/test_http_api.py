@@ -216,7 +216,9 @@ async def test_a_replay_is_answered_even_when_a_new_send_would_be_refused(api: A
     changed = await api.post("/v1/messages", body | {"text": "Kodunuz: 111111"}, extra=key)
     _is_problem(changed, 409, "Idempotency-Key")
     fresh = await api.post("/v1/messages", body, extra={"Idempotency-Key": "login-8"})
-    assert _is_problem(fresh, 422, "to:")["code"] == "otp_cooldown"
+    # A new OTP message inside the cooldown: 429 with Retry-After, as from POST /v1/otp.
+    assert _is_problem(fresh, 429, "to:")["code"] == "otp_cooldown"
+    assert fresh.headers["retry-after"] == "25"
     # The replays stored nothing new.
     stored = [m.id async for batch in api.store.unfinished() for m in batch]
     assert stored == [first.json()["id"]]
