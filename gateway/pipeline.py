@@ -177,6 +177,7 @@ class Pipeline:
         self.counts: dict[str, int] = {}
         self.accepted_at: dict[str, float] = {}
         self._accepted_while_restoring: set[str] | None = None  # see restore()
+        self._early_waiters: dict[int, trio.Event] = {}  # id(held receipt) -> set when matched
 
     # --- accept -----------------------------------------------------------------------------
 
@@ -462,6 +463,9 @@ class Pipeline:
         early = self.correlator.submitted(smsc_message_id, (part.message_id, part.index), wall)
         if early is not None:
             self._apply_receipt((part.message_id, part.index), parts, early, wall)
+            waiting = self._early_waiters.get(id(early))
+            if waiting is not None:
+                waiting.set()  # its deliver_sm_resp goes once this is committed
 
     def on_rejected(self, op: OutboundPart, command_status: int, now: float) -> None:
         part: QueuedPart = op.part_id  # type: ignore[assignment]
@@ -515,13 +519,29 @@ class Pipeline:
                 if ref is None:
                     self.correlator.hold(receipt, wall)
                     self._count("receipts_held")
-                    return _ESME_ROK
+                    return await self._answer_when_matched(receipt)
                 target, parts = (ref.message_id, ref.part), ref.parts
             else:
                 parts = self._parts_of(target)
             self._apply_receipt(target, parts, receipt, wall)
             return await self._committed_now()
         return await self._on_mo(pdu, wall)
+
+    async def _answer_when_matched(self, receipt: Receipt) -> int:
+        """The answer to a receipt that came before its part's submit_sm_resp: given once the
+        resp has come and the receipt's transitions are committed, so that a crash in between
+        leaves the SMSC to deliver it again. After ``early_receipt_wait_s`` it is answered
+        anyway (ESME_ROK) and stays held in memory for a later match."""
+        matched = self._early_waiters[id(receipt)] = trio.Event()
+        try:
+            with trio.move_on_after(self.settings.pipeline.early_receipt_wait_s):
+                await matched.wait()
+        finally:
+            del self._early_waiters[id(receipt)]
+        if not matched.is_set():
+            self._count("receipts_answered_unmatched")
+            return _ESME_ROK
+        return await self._committed_now()
 
     def _parts_of(self, target: PartKey) -> int:
         statuses = self._multi.get(target[0])

@@ -170,6 +170,45 @@ async def test_early_receipts_with_decimal_ids_are_matched(tmp_path: Path) -> No
     assert {v.message.status for v in views} == {Status.DELIVERED}
 
 
+def _receipt_pdu(smsc_id: str, stat: str) -> DeliverSm:
+    moment = dt.datetime(2026, 11, 25, 10, 0)
+    text = format_receipt_text(message_id=smsc_id, state=stat, submitted=moment, done=moment)
+    return DeliverSm(esm_class=EsmClass.TYPE_SMSC_DELIVERY_RECEIPT, short_message=text)
+
+
+async def test_an_early_receipt_is_answered_only_once_it_is_stored(tmp_path: Path) -> None:
+    async with running(tmp_path, binds=False) as r:
+        message_id = await r.send("Erken rapor")
+        op = r.pipeline.get_nowait("sim")
+        assert op is not None
+        answers: list[int] = []
+
+        async def deliver() -> None:
+            answers.append(await r.pipeline.on_deliver(_receipt_pdu("0A1B2C", "DELIVRD"), "t"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(deliver)
+            with trio.fail_after(10):
+                while r.pipeline.correlator.held == 0:  # looked up in the store, then held
+                    await trio.sleep(0.001)
+            await trio.sleep(0.05)
+            assert answers == []  # no deliver_sm_resp while the receipt matches nothing stored
+            r.pipeline.on_submitted(op, "0a1b2c", "t", trio.current_time())
+        assert answers == [0]
+        assert "receipts_answered_unmatched" not in r.pipeline.counts
+        # Answered after the commit: the store has the outcome already.
+        view = await r.store.get_message(r.tenant.name, message_id)
+        assert view is not None and view.message.status is Status.DELIVERED
+
+
+async def test_an_early_receipt_never_matched_is_answered_after_the_wait(tmp_path: Path) -> None:
+    async with running(tmp_path, binds=False, pipeline={"early_receipt_wait_s": 0.05}) as r:
+        answer = await r.pipeline.on_deliver(_receipt_pdu("FFFF01", "DELIVRD"), "t")
+        assert answer == 0
+        assert r.pipeline.counts["receipts_answered_unmatched"] == 1
+        assert r.pipeline.correlator.held == 1  # still held, for a later submit_sm_resp
+
+
 async def test_a_multipart_message_takes_its_worst_part_status(tmp_path: Path) -> None:
     async with running(tmp_path, sim={"receipts": False}) as r:
         message_id = await r.send("x" * 300)  # 2 parts of GSM-7

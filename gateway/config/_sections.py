@@ -393,6 +393,7 @@ class PipelineConfig(Section):
     fetch_batch: Annotated[int, Field(ge=1, le=100_000)] = 1000
     queue_capacity: Annotated[int, Field(ge=1)] = 100_000
     early_receipt_hold_s: Seconds = 600.0
+    early_receipt_wait_s: NonNegativeSeconds = 5.0
     no_route_retry_s: Seconds = 5.0
     shutdown_grace_s: NonNegativeSeconds = 10.0
 
