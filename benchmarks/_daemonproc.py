@@ -21,28 +21,39 @@ TENANT: Final = "bench"
 
 
 def daemon_config(
-    folder: Path, port: int, *, binds: int = 4, window: int = 100, route_extra: str = ""
+    folder: Path,
+    port: int,
+    *,
+    binds: int = 4,
+    window: int = 100,
+    route_extra: str = "",
+    extra: str = "",
+    tenant: str = TENANT,
+    api_key: str = API_KEY,
+    sender: str = "ULAK",
 ) -> Path:
-    """Write ``folder/ulak.toml`` (store ``folder/bench.db``); return its path.
+    """Write ``folder/ulak.toml`` (store ``folder/ulak.db``, one tenant, one route to the
+    simulator at ``port``); return its path.
 
     Args:
         route_extra: more TOML keys of the route (e.g. ``"tps = 50"``).
+        extra: more TOML tables, at the end (e.g. ``[redis]``).
     """
     path = folder / "ulak.toml"
-    digest = hashlib.sha256(API_KEY.encode()).hexdigest()
+    digest = hashlib.sha256(api_key.encode()).hexdigest()
     path.write_text(
         f"""
 [http]
 listen = "127.0.0.1:0"
 [store]
-url = "sqlite://{folder / "bench.db"}"
+url = "sqlite://{folder / "ulak.db"}"
 [quiet_hours]
 enabled = false
 [[tenants]]
-name = "{TENANT}"
+name = "{tenant}"
 api_key_sha256 = "{digest}"
 require_opt_in = false
-default_sender = "ULAK"
+default_sender = "{sender}"
 [[routes]]
 name = "sim"
 prefixes = [""]
@@ -54,6 +65,7 @@ bind = "transceiver"
 binds = {binds}
 window = {window}
 {route_extra}
+{extra}
 """,
         encoding="utf-8",
     )

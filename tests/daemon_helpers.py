@@ -3,7 +3,6 @@ tests: a config in a temporary folder, an HTTP client, and the simulator's submi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 from collections import Counter
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks._daemonproc import start_daemon
+from benchmarks._daemonproc import daemon_config, start_daemon
 from benchmarks._simproc import start_simulator, stop_simulator
 
 __all__ = ["API_KEY", "Daemon", "Simulator", "write_config"]
@@ -45,38 +44,19 @@ class Simulator:
 def write_config(
     folder: Path, smsc_port: int, *, binds: int = 2, window: int = 10, extra: str = ""
 ) -> Path:
-    path = folder / "ulak.toml"
-    digest = hashlib.sha256(API_KEY.encode()).hexdigest()
-    path.write_text(
-        f"""
-[http]
-listen = "127.0.0.1:0"
-[store]
-url = "sqlite://{folder / "ulak.db"}"
-[quiet_hours]
-enabled = false
-[[tenants]]
-name = "shop"
-api_key_sha256 = "{digest}"
-require_opt_in = false
-default_sender = "SHOP"
-[[routes]]
-name = "sim"
-prefixes = [""]
-host = "127.0.0.1"
-port = {smsc_port}
-system_id = "ulak"
-password = "secret"
-bind = "transceiver"
-binds = {binds}
-window = {window}
-response_timeout_s = 5
-shutdown_grace_s = 5
-{extra}
-""",
-        encoding="utf-8",
+    """The daemon's config for these tests: tenant ``shop`` (key :data:`API_KEY`), quick
+    response timeouts and shutdown."""
+    return daemon_config(
+        folder,
+        smsc_port,
+        binds=binds,
+        window=window,
+        route_extra="response_timeout_s = 5\nshutdown_grace_s = 5",
+        extra=extra,
+        tenant="shop",
+        api_key=API_KEY,
+        sender="SHOP",
     )
-    return path
 
 
 class Daemon:
