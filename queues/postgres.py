@@ -490,17 +490,8 @@ class PostgresStore(GroupCommitWrites):
         return await self._read(read)
 
     async def stored_outcomes(self, messages: Sequence[NewMessage]) -> list[AcceptResult | None]:
-        wanted = [m for m in messages if m.idempotency_key is not None]
-        if not wanted:
-            await trio.lowlevel.checkpoint()
-            return [None] * len(messages)
-        found = await self._read(lambda conn: _stored_keys(conn, wanted))
-        return [
-            None
-            if m.idempotency_key is None
-            else stored_outcome(m, found.get((m.tenant, m.idempotency_key)))
-            for m in messages
-        ]
+        found = await self._read(lambda conn: _stored_keys(conn, list(messages)))
+        return [stored_outcome(m, found) for m in messages]
 
     async def consents_of(self, tenant: str, msisdns: Sequence[str]) -> dict[str, ConsentRecord]:
         numbers = list(dict.fromkeys(msisdns))
@@ -655,7 +646,7 @@ async def _insert_messages(conn: Conn, messages: list[NewMessage]) -> list[Accep
     for m in messages:
         if m.idempotency_key is not None:
             key = (m.tenant, m.idempotency_key)
-            replay = stored_outcome(m, seen.get(key))
+            replay = stored_outcome(m, seen)
             if replay is not None:
                 results.append(replay)
                 continue

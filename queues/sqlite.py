@@ -366,17 +366,8 @@ class SQLiteStore(GroupCommitWrites):
         return await self._read(read)
 
     async def stored_outcomes(self, messages: Sequence[NewMessage]) -> list[AcceptResult | None]:
-        wanted = [m for m in messages if m.idempotency_key is not None]
-        if not wanted:
-            await trio.lowlevel.checkpoint()
-            return [None] * len(messages)
-        found = await self._read(lambda conn: _stored_keys(conn, wanted))
-        return [
-            None
-            if m.idempotency_key is None
-            else stored_outcome(m, found.get((m.tenant, m.idempotency_key)))
-            for m in messages
-        ]
+        found = await self._read(lambda conn: _stored_keys(conn, list(messages)))
+        return [stored_outcome(m, found) for m in messages]
 
     async def consents_of(self, tenant: str, msisdns: Sequence[str]) -> dict[str, ConsentRecord]:
         numbers = list(dict.fromkeys(msisdns))
@@ -543,7 +534,7 @@ def _insert_messages(conn: sqlite3.Connection, messages: list[NewMessage]) -> li
     for m in messages:
         if m.idempotency_key is not None:
             key = (m.tenant, m.idempotency_key)
-            replay = stored_outcome(m, seen.get(key))
+            replay = stored_outcome(m, seen)
             if replay is not None:
                 results.append(replay)
                 continue

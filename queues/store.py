@@ -13,7 +13,7 @@ that return may lose the call's rows, never rows of a call that returned.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -150,13 +150,17 @@ class Store(Protocol):
 
 
 def stored_outcome(
-    message: NewMessage, stored: tuple[str, str | None] | None
+    message: NewMessage, stored: Mapping[tuple[str, str], tuple[str, str | None]]
 ) -> AcceptResult | None:
-    """The answer to ``message`` when its key is stored as ``stored`` (id, request hash):
-    REPLAYED with the stored id when the hashes match, else CONFLICT; None when not stored."""
-    if stored is None:
+    """The answer to ``message`` when its ``(tenant, idempotency_key)`` is in ``stored`` (as
+    id, request hash): REPLAYED with the stored id when the hashes match, else CONFLICT; None
+    when it has no key or the key is not there."""
+    if message.idempotency_key is None:
         return None
-    stored_id, stored_hash = stored
+    found = stored.get((message.tenant, message.idempotency_key))
+    if found is None:
+        return None
+    stored_id, stored_hash = found
     if stored_hash == message.request_hash:
         return AcceptResult(stored_id, AcceptOutcome.REPLAYED)
     return AcceptResult(stored_id, AcceptOutcome.CONFLICT)
