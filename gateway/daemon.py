@@ -110,6 +110,7 @@ async def run_daemon(
         routes = [RouteSettings.from_config(r) for r in settings.routes]
         supervisor = BindSupervisor(routes, pipeline, pipeline)
         pipeline.route_for = supervisor.route_for
+        pipeline.route_up = supervisor.is_up
         stop = trio.Event()
         http_config = HypercornConfig()
         http_config.bind = [settings.http.listen]

@@ -140,6 +140,9 @@ class Pipeline:
             RouteEntry(r.name, tuple(r.prefixes), r.backup) for r in settings.routes
         )
         self.route_for: Callable[[str], str | None] = lambda to: self.router.primary(to).name
+        # Whether a route has a bind up (the bind supervisor's is_up); queued parts of a route
+        # down for [pipeline] reroute_after_s move to its backup (see _reroute_loop).
+        self.route_up: Callable[[str], bool] = lambda route: True
         self.policies = Policies.from_settings(settings)
         classes = settings.classes
         self.queues = ClassQueues()
@@ -656,8 +659,57 @@ class Pipeline:
         """The recorder (transitions to the store, in groups) and the scheduler's timer."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.scheduler.run)
+            if self.settings.pipeline.reroute_after_s > 0:
+                nursery.start_soon(self._reroute_loop)
             task_status.started()
             await self._record_loop(nursery)
+
+    async def _reroute_loop(self) -> None:
+        """Move the queued parts of a route that has been down for ``reroute_after_s`` to the
+        first backup along its chain that is up and encodes alike (same segmentation and
+        national shift, so the parts are valid there as they are). New messages fail over
+        when they are accepted; this takes care of those queued before the route went down,
+        an OTP among them, which would otherwise wait for the route to come back."""
+        after = self.settings.pipeline.reroute_after_s
+        down_since: dict[str, float] = {}
+        while True:
+            await trio.sleep(min(1.0, after / 2))
+            now = trio.current_time()
+            for name in self.routes:
+                if self.route_up(name):
+                    down_since.pop(name, None)
+                    continue
+                since = down_since.setdefault(name, now)
+                if now - since < after or not self.queues.pending(route=name):
+                    continue
+                target = self._backup_for(name)
+                if target is not None:
+                    moved = self.scheduler.reroute(name, target)
+                    self._count("parts_rerouted", moved)
+                    logger.warning(
+                        "route %s down for %.0f s: %d queued parts moved to %s",
+                        name,
+                        now - since,
+                        moved,
+                        target,
+                    )
+
+    def _backup_for(self, name: str) -> str | None:
+        """The first route up along ``name``'s backup chain that encodes as ``name`` does."""
+        route = self.routes[name]
+        seen = {name}
+        backup = self.router.route(name).backup
+        while backup is not None and backup not in seen:
+            candidate = self.routes[backup]
+            if (
+                self.route_up(backup)
+                and candidate.segmentation == route.segmentation
+                and candidate.national_shift == route.national_shift
+            ):
+                return backup
+            seen.add(backup)
+            backup = self.router.route(backup).backup
+        return None
 
     async def _record_loop(self, nursery: trio.Nursery) -> None:
         """Hand the pending transitions to the store in batches, up to ``_RECORDS_IN_FLIGHT``
@@ -703,5 +755,5 @@ class Pipeline:
         """Wait until every transition so far is committed (shutdown, tests)."""
         await self._committed_now()
 
-    def _count(self, key: str) -> None:
-        self.counts[key] = self.counts.get(key, 0) + 1
+    def _count(self, key: str, n: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n

@@ -159,6 +159,14 @@ class Scheduler:
         else:
             self.defer(part, now_wall + delay_s)
 
+    def reroute(self, source: str, target: str) -> int:
+        """Hand every ready part of ``source`` to ``target`` (ahead of its own parts of each
+        class: they are older) and wake ``target``'s waiters; return how many moved."""
+        moved = self._queues.move_ready(source, target)
+        if moved:
+            self._wake(target)
+        return moved
+
     # --- PartSource -------------------------------------------------------------------------
 
     async def get(self, route: str) -> OutboundPart:

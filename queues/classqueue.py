@@ -138,6 +138,22 @@ class ClassQueues:
             self.lanes(part.route)[part.klass.priority].appendleft(part)
         return heap[0][0] if heap else None
 
+    def move_ready(self, source: str, target: str) -> int:
+        """Move every ready part of ``source`` to ``target`` (its ``route`` set to it), ahead of
+        the parts ``target`` has of the same class and in their own order; return how many."""
+        moved = 0
+        source_lanes = self._lanes.get(source)
+        if source_lanes is None or source == target:
+            return 0
+        route = sys.intern(target)
+        for lane, into in zip(source_lanes, self.lanes(target), strict=True):
+            for part in lane:
+                part.route = route
+            moved += len(lane)
+            into.extendleft(reversed(lane))
+            lane.clear()
+        return moved
+
     # --- taking -----------------------------------------------------------------------------
 
     def lanes(self, route: str) -> Lanes:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import trio
 
@@ -23,6 +23,7 @@ from gateway.simulator import MoMessage, SimulatorHandle, SimulatorSettings, ser
 from protocols.constants import EsmClass
 from protocols.pdu import DeliverSm
 from protocols.receipts import format_receipt_text
+from queues.classqueue import QueuedPart
 from queues.model import ConsentRecord, MessageClass, MessageView, Status
 from queues.store import Store
 
@@ -280,6 +281,45 @@ async def test_the_consent_ledger_decides_a_batch_after_a_restart(tmp_path: Path
         items = await r.pipeline.accept(r.tenant, requests)
     codes = [item.error.code if item.error else "accepted" for item in items]
     assert codes == ["accepted", "opted_out", "accepted", "opted_out", "no_consent", "no_consent"]
+
+
+async def test_parts_queued_on_a_route_that_went_down_move_to_its_backup(tmp_path: Path) -> None:
+    def route(name: str, **kw: Any) -> dict[str, Any]:
+        base = {"host": "127.0.0.1", "port": 9, "system_id": "u", "password": "p"}
+        return {"name": name, **base, **kw}
+
+    routes = [
+        route("a", prefixes=["+90"], backup="b"),
+        # b encodes as a does; c does not (SAR segmentation): a's parts can go to b only.
+        route("b", prefixes=["+44"], backup="c"),
+        route("c", prefixes=["+1"], segmentation="sar"),
+    ]
+    pipeline_config = {"reroute_after_s": 0.2}
+    async with running(tmp_path, binds=False, routes=routes, pipeline=pipeline_config) as r:
+        up = {"a"}
+        r.pipeline.route_up = lambda name: name in up
+        otp = await r.send("Kodunuz: 482915", MessageClass.OTP)
+        notice = await r.send("Siparişiniz kargoda.")
+        assert r.pipeline.queues.pending(route="a") == 2
+        up.clear()  # a goes down, and b and c are down too: nothing may move
+        await trio.sleep(0.5)
+        assert r.pipeline.queues.pending(route="a") == 2
+        up.add("c")  # c is up but encodes otherwise: still nothing
+        await trio.sleep(0.5)
+        assert r.pipeline.queues.pending(route="a") == 2
+        up.add("b")
+        with trio.fail_after(10):
+            while r.pipeline.queues.pending(route="b") < 2:
+                await trio.sleep(0.02)
+        assert r.pipeline.queues.pending(route="a") == 0
+        assert r.pipeline.counts["parts_rerouted"] == 2
+        first, second = r.pipeline.get_nowait("b"), r.pipeline.get_nowait("b")
+        assert first is not None and second is not None
+        # Built for b, OTP first.
+        assert [first.route, second.route] == ["b", "b"]
+        parts = [cast(QueuedPart, op.part_id) for op in (first, second)]
+        assert [p.message_id for p in parts] == [otp, notice]
+        assert [p.route for p in parts] == ["b", "b"]
 
 
 class _PausedStore:

@@ -309,6 +309,22 @@ def test_routes_are_independent() -> None:
     assert take(scheduler, "operator-b") is b
 
 
+def test_reroute_moves_ready_parts_ahead_of_the_targets_own() -> None:
+    scheduler, queues, _ = make_scheduler()
+    old = [make_part(k, "operator-a") for k in (MARKETING, OTP, MARKETING, TRANSACTIONAL)]
+    own = [make_part(k, "operator-b") for k in (MARKETING, OTP)]
+    later = make_part(OTP, "operator-a", valid_until=math.inf)
+    scheduler.put_many([*old, *own])
+    scheduler.defer(later, 10**12)  # deferred parts stay: they move once ready
+    assert scheduler.reroute("operator-a", "operator-b") == 4
+    assert scheduler.reroute("operator-a", "operator-b") == 0
+    assert queues.pending(route="operator-a") == 0 and queues.deferred() == 1
+    order = [take(scheduler, "operator-b") for _ in range(6)]
+    # Per class, the moved (older) parts first, in their own order.
+    assert order == [old[1], own[1], old[3], old[0], old[2], own[0]]
+    assert {p.route for p in order if p is not None} == {"operator-b"}
+
+
 def test_default_shares_over_a_long_run() -> None:
     shares = {TRANSACTIONAL: 0.10, MARKETING: 0.05}
     scheduler, _, _ = make_scheduler(shares=shares)

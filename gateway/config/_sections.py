@@ -394,6 +394,7 @@ class PipelineConfig(Section):
     queue_capacity: Annotated[int, Field(ge=1)] = 100_000
     early_receipt_hold_s: Seconds = 600.0
     early_receipt_wait_s: NonNegativeSeconds = 5.0
+    reroute_after_s: NonNegativeSeconds = 10.0
     no_route_retry_s: Seconds = 5.0
     shutdown_grace_s: NonNegativeSeconds = 10.0
 
