@@ -130,6 +130,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        3,
+        "the concatenation reference of a multipart message",
+        ("ALTER TABLE messages ADD COLUMN concat_ref INTEGER",),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -110,6 +110,9 @@ class NewMessage:
     request_hash: str | None = None
     """Hash of the request body: the same key with another body is a conflict (HTTP 409)."""
     status: Status = Status.ACCEPTED
+    concat_ref: int | None = None
+    """The concatenation reference of a multipart message's parts (UDH or SAR), kept so that
+    parts sent after a restart carry the same one as those sent before."""
 
 
 MessageRecord = NewMessage

@@ -69,7 +69,7 @@ _CONNECT_TIMEOUT_S = 10.0
 
 _MESSAGE_COLUMNS = (
     "id, tenant, klass, msisdn, sender, text, encoding, parts, created_at, valid_until,"
-    " not_before, reference, callback_url, idempotency_key, request_hash, status"
+    " not_before, reference, callback_url, idempotency_key, request_hash, status, concat_ref"
 )
 
 # Same step numbers and tables as queues.migrations (SQLite); a new step is added to both.
@@ -171,6 +171,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             )
             """,
         ),
+    ),
+    Migration(
+        3,
+        "the concatenation reference of a multipart message",
+        ("ALTER TABLE messages ADD COLUMN concat_ref integer",),
     ),
 )
 
@@ -661,7 +666,8 @@ async def _insert_messages(conn: Conn, messages: list[NewMessage]) -> list[Accep
         f"INSERT INTO messages ({_MESSAGE_COLUMNS}, updated_at)"
         " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
         " $6::text[], $7::text[], $8::integer[], $9::float8[], $10::float8[], $11::float8[],"
-        " $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::float8[])",
+        " $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::integer[],"
+        " $18::float8[])",
         [m.id for m in new],
         [m.tenant for m in new],
         [m.klass.value for m in new],
@@ -678,6 +684,7 @@ async def _insert_messages(conn: Conn, messages: list[NewMessage]) -> list[Accep
         [m.idempotency_key for m in new],
         [m.request_hash for m in new],
         [m.status.value for m in new],
+        [m.concat_ref for m in new],
         [float(m.created_at) for m in new],
     )
     parts = [(m.id, idx, m.status.value) for m in new for idx in range(m.parts)]
@@ -846,6 +853,7 @@ def _message(row: asyncpg.Record) -> MessageRecord:
         idempotency_key=row[13],
         request_hash=row[14],
         status=Status(row[15]),
+        concat_ref=row[16],
     )
 
 

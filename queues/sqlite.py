@@ -62,7 +62,7 @@ _KEY_CHUNK = 500  # well under SQLite's host-parameter limit
 
 _MESSAGE_COLUMNS = (
     "id, tenant, klass, msisdn, sender, text, encoding, parts, created_at, valid_until,"
-    " not_before, reference, callback_url, idempotency_key, request_hash, status"
+    " not_before, reference, callback_url, idempotency_key, request_hash, status, concat_ref"
 )
 
 
@@ -544,7 +544,7 @@ def _insert_messages(conn: sqlite3.Connection, messages: list[NewMessage]) -> li
     _values(
         conn,
         f"INSERT INTO messages ({_MESSAGE_COLUMNS}, updated_at) VALUES ",
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 m.id,
@@ -563,6 +563,7 @@ def _insert_messages(conn: sqlite3.Connection, messages: list[NewMessage]) -> li
                 m.idempotency_key,
                 m.request_hash,
                 m.status.value,
+                m.concat_ref,
                 m.created_at,
             )
             for m in new
@@ -659,7 +660,7 @@ def _apply_transitions(conn: sqlite3.Connection, transitions: list[Transition]) 
     )
 
 
-_ROWS_PER_STATEMENT = 256  # x 17 columns stays far below SQLite's 32766 host parameters
+_ROWS_PER_STATEMENT = 256  # x 18 columns stays far below SQLite's 32766 host parameters
 
 
 def _values(
@@ -749,6 +750,7 @@ def _message(row: Sequence[Any]) -> MessageRecord:
         idempotency_key=row[13],
         request_hash=row[14],
         status=Status(row[15]),
+        concat_ref=row[16],
     )
 
 

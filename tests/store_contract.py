@@ -122,6 +122,7 @@ async def test_accept_then_get_message(store: ContractStore) -> None:
         callback_url="https://example.com/hook",
         idempotency_key="k-1",
         request_hash="h-1",
+        concat_ref=0xBEEF,
     )
     assert await store.accept([message]) == [AcceptResult(message.id, AcceptOutcome.CREATED)]
 
