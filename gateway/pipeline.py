@@ -15,6 +15,7 @@ multipart messages with parts in flight, and for messages whose first part was d
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -237,7 +238,7 @@ class Pipeline:
                     refused.append((i, c))
             else:
                 allowed.append((i, c))
-        composed = allowed
+        composed = [(i, self._with_reference(c)) for i, c in allowed]
         if refused:
             # A replay of a stored Idempotency-Key sends nothing new: the original answers it
             # (or a conflict does), whatever the policies say now, e.g. an OTP's cooldown.
@@ -284,16 +285,25 @@ class Pipeline:
         else:
             await trio.lowlevel.checkpoint()
 
+    def _with_reference(self, c: Composed) -> Composed:
+        """``c`` with the concatenation reference its parts need (if they need one), chosen at
+        accept and stored with the message: parts sent after a restart carry the reference of
+        those sent before it, so the handset can still join them."""
+        if not c.encoded.needs_reference:
+            return c
+        references = self._references[c.route.name]
+        reference = references.allocate(c.message.to)
+        # Freed at once: 256 (or 65536) references per number rotate, which is what the
+        # handset needs (two messages in flight together never share one).
+        references.release(c.message.to, reference)
+        return dataclasses.replace(c, message=dataclasses.replace(c.message, concat_ref=reference))
+
     def _enqueue(self, c: Composed, indices: list[int] | None, now: float) -> None:
         message = c.message
         route = self.route_for(message.to) or self.router.primary(message.to).name
-        reference = None
-        if c.encoded.needs_reference:
-            reference = self._references[c.route.name].allocate(message.to)
-            # Freed at once: 256 (or 65536) references per number rotate, which is what the
-            # handset needs (two messages in flight together never share one).
-            self._references[c.route.name].release(message.to, reference)
-        parts = queued_parts(c, indices, route, reference)
+        if message.concat_ref is None:
+            c = self._with_reference(c)  # stored before references were kept (schema 2)
+        parts = queued_parts(c, indices, route, c.message.concat_ref)
         self.accepted_at[message.id] = message.created_at
         for part in parts:
             if message.not_before is not None and message.not_before > now:

@@ -367,6 +367,31 @@ async def test_a_restore_beside_new_accepts_queues_every_message_once(tmp_path: 
     assert pipeline.queues.pending() == 121
 
 
+async def test_a_multipart_message_keeps_its_reference_across_a_restart(tmp_path: Path) -> None:
+    """Parts sent after a restart carry the concatenation reference of the parts sent before
+    it, so the handset can join them (the reference is stored with the message)."""
+    numbers = ["+905321234501", "+905321234502", "+905321234503"]
+    async with running(tmp_path, binds=False) as r:
+        for n, to in enumerate(numbers):
+            await r.send(f"{n}" * 300, to=to)  # 2 parts of GSM-7 each, with a UDH
+        ops = [r.pipeline.get_nowait("sim") for _ in range(6)]
+        assert all(op is not None for op in ops)
+        before = {}
+        for op in ops[:5]:  # all but the last message's second part reach the SMSC
+            assert op is not None
+            udh = op.pdu.short_message[:6]
+            before[op.pdu.destination_addr, udh[5]] = udh[3]
+            r.pipeline.on_submitted(op, f"{len(before):X}", "t", trio.current_time())
+    last = numbers[-1].removeprefix("+")
+    async with running(tmp_path, binds=False) as r:
+        op = r.pipeline.get_nowait("sim")
+        assert op is not None and r.pipeline.get_nowait("sim") is None  # only that part is left
+        udh = op.pdu.short_message[:6]
+        assert (op.pdu.destination_addr, udh[5]) == (last, 2)
+        # The third message's reference, not the first one a fresh allocator hands out.
+        assert udh[3] == before[last, 1] != before[numbers[0].removeprefix("+"), 1]
+
+
 async def test_a_message_past_its_validity_in_the_queue_fails(tmp_path: Path) -> None:
     now = [time.time()]
     async with running(tmp_path, binds=False, wall=lambda: now[0]) as r:
