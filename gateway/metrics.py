@@ -106,6 +106,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "ulak_receipts_total",
     "ulak_webhook_failures_total",
     "ulak_store_commit_seconds",
+    "ulak_pipeline_events_total",
 )
 
 _OTHER = "other"
@@ -175,6 +176,14 @@ class Metrics:
             buckets=store_buckets_s,
             registry=r,
         )
+        self._events = Counter(
+            "ulak_pipeline_events_total",
+            "Pipeline events by kind, e.g. parts_rerouted (moved to a backup route),"
+            " receipts_held (early receipts), receipts_answered_unmatched, duplicate_risk.",
+            ["event"],
+            registry=r,
+        )
+        self._events_seen: dict[str, int] = {}
         # Children made once (DESIGN §6); the hot path only indexes these dicts.
         self._messages = {
             (k, s): messages.labels(k.value, s.value) for k in MessageClass for s in Status
@@ -193,6 +202,14 @@ class Metrics:
         return cls(latency_buckets_s=config.latency_buckets_s)
 
     # -- messages -------------------------------------------------------------------------
+
+    def pipeline_events(self, totals: Mapping[str, int]) -> None:
+        """Bring ``ulak_pipeline_events_total`` up to the pipeline's running ``totals``."""
+        seen = self._events_seen
+        for event, total in totals.items():
+            if total > seen.get(event, 0):
+                self._events.labels(event).inc(total - seen.get(event, 0))
+                seen[event] = total
 
     def message_status(self, klass: MessageClass, status: Status, count: int = 1) -> None:
         """Count ``count`` messages of ``klass`` entering ``status``."""

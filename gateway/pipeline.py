@@ -650,10 +650,12 @@ class Pipeline:
                 listener(transition)
 
     def refresh_metrics(self) -> None:
-        """Set the gauges that are read rather than counted (queue depths, deferred)."""
+        """Set the gauges that are read rather than counted (queue depths, deferred) and bring
+        the pipeline events counter up to date."""
         if self.metrics is not None:
             self.metrics.set_queue_depths(self.scheduler.depths())
             self.metrics.set_deferred(self.scheduler.deferred_count())
+            self.metrics.pipeline_events(self.counts)
 
     async def _committed_now(self) -> int:
         """Wait until every transition appended so far is committed; the status to answer."""

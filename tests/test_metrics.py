@@ -96,6 +96,15 @@ def test_render_has_every_metric_and_parses() -> None:
         assert family.type == expected, name
 
 
+def test_pipeline_events_follow_the_pipelines_running_totals() -> None:
+    metrics = Metrics()
+    metrics.pipeline_events({"parts_rerouted": 2, "receipts_held": 0})
+    metrics.pipeline_events({"parts_rerouted": 5, "receipts_held": 1})
+    metrics.pipeline_events({"parts_rerouted": 5})  # unchanged: nothing added
+    assert sample(metrics, "ulak_pipeline_events_total", event="parts_rerouted") == 5
+    assert sample(metrics, "ulak_pipeline_events_total", event="receipts_held") == 1
+
+
 def test_known_children_exist_before_any_event() -> None:
     metrics = Metrics()
     for klass in MessageClass:
