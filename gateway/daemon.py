@@ -19,6 +19,7 @@ import secrets
 import signal
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -32,6 +33,9 @@ from gateway.pipeline import Pipeline
 from gateway.totp import TotpService
 from queues.model import Transition
 from queues.store import Store
+
+if TYPE_CHECKING:
+    from hypercorn.config import Config as HypercornConfig
 
 __all__ = ["open_store", "run_daemon"]
 
@@ -93,7 +97,6 @@ async def run_daemon(
     task_status: trio.TaskStatus[tuple[Pipeline, BindSupervisor]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run until SIGTERM/SIGINT (or cancellation), then stop gracefully."""
-    from hypercorn.config import Config as HypercornConfig
     from hypercorn.trio import serve
 
     metrics_config = settings.metrics
@@ -112,10 +115,7 @@ async def run_daemon(
         pipeline.route_for = supervisor.route_for
         pipeline.route_up = supervisor.is_up
         stop = trio.Event()
-        http_config = HypercornConfig()
-        http_config.bind = [settings.http.listen]
-        http_config.accesslog = None
-        http_config.errorlog = logging.getLogger("ulak.http")
+        http_config = _listener(settings.http.listen)
         http_config.graceful_timeout = 5.0
         # Without [otp] hmac_key, a random key per start: pending codes and every TOTP
         # enrollment (sealed under a key derived from it) become unusable at restart.
@@ -147,10 +147,7 @@ async def run_daemon(
             async with trio.open_nursery() as nursery:
                 await nursery.start(supervisor.run)
                 if metrics is not None and metrics_config.listen is not None:
-                    metrics_http = HypercornConfig()
-                    metrics_http.bind = [metrics_config.listen]
-                    metrics_http.accesslog = None
-                    metrics_http.errorlog = http_config.errorlog
+                    metrics_http = _listener(metrics_config.listen)
                     only_metrics = metrics_app(metrics, metrics_config.path)
                     for address in await nursery.start(
                         _serve_http, serve, only_metrics, metrics_http, stop
@@ -187,6 +184,17 @@ async def _restore(
         restored,
         time.perf_counter() - started,
     )
+
+
+def _listener(listen: str) -> HypercornConfig:
+    """A hypercorn config for one listener: no access log, errors to the ``ulak.http`` log."""
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [listen]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("ulak.http")
+    return config
 
 
 async def _serve_http(
