@@ -16,6 +16,7 @@ multipart messages with parts in flight, and for messages whose first part was d
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -709,18 +710,14 @@ class Pipeline:
     def _backup_for(self, name: str) -> str | None:
         """The first route up along ``name``'s backup chain that encodes as ``name`` does."""
         route = self.routes[name]
-        seen = {name}
-        backup = self.router.route(name).backup
-        while backup is not None and backup not in seen:
-            candidate = self.routes[backup]
+        for entry in itertools.islice(self.router.chain(name), 1, None):
+            candidate = self.routes[entry.name]
             if (
-                self.route_up(backup)
+                self.route_up(entry.name)
                 and candidate.segmentation == route.segmentation
                 and candidate.national_shift == route.national_shift
             ):
-                return backup
-            seen.add(backup)
-            backup = self.router.route(backup).backup
+                return entry.name
         return None
 
     async def _record_loop(self, nursery: trio.Nursery) -> None:

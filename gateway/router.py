@@ -69,14 +69,16 @@ class Router:
         Raises:
             NoRouteError: no prefix matches ``destination`` at all.
         """
-        route: RouteEntry | None = self.primary(destination)
+        return next((r for r in self.chain(self.primary(destination).name) if is_up(r.name)), None)
+
+    def chain(self, name: str) -> Iterator[RouteEntry]:
+        """Route ``name``, then its backup, that one's backup, and so on (each once)."""
+        route: RouteEntry | None = self._routes[name]
         seen: set[str] = set()
         while route is not None and route.name not in seen:
-            if is_up(route.name):
-                return route
+            yield route
             seen.add(route.name)
             route = self._routes[route.backup] if route.backup is not None else None
-        return None
 
     def route(self, name: str) -> RouteEntry:
         return self._routes[name]
