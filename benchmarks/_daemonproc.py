@@ -7,12 +7,13 @@ import contextlib
 import hashlib
 import os
 import select
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Final
+
+from benchmarks._simproc import terminate
 
 __all__ = ["API_KEY", "TENANT", "daemon_config", "start_daemon", "stop_daemon"]
 
@@ -104,10 +105,6 @@ def start_daemon(config: Path, log: Path | None) -> tuple[subprocess.Popen[str],
 
 
 def stop_daemon(proc: subprocess.Popen[str]) -> None:
-    """SIGTERM (a clean drain), then SIGKILL after 30 s."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
+    """SIGTERM (a clean drain), then SIGKILL after 30 s. (Its stdout holds only the listening
+    lines, read at start: nothing more can fill the pipe.)"""
+    terminate(proc, 30.0)

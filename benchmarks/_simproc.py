@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-__all__ = ["cpu_seconds", "start_simulator", "stop_simulator"]
+__all__ = ["cpu_seconds", "start_simulator", "stop_simulator", "terminate"]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -33,9 +33,14 @@ def start_simulator(args: Sequence[str]) -> tuple[subprocess.Popen[str], int]:
 
 def stop_simulator(proc: subprocess.Popen[str]) -> None:
     """SIGTERM (the simulator flushes its log and exits 0), then kill after 10 s."""
+    terminate(proc, 10.0)
+
+
+def terminate(proc: subprocess.Popen[str], grace_s: float) -> None:
+    """SIGTERM, then SIGKILL if ``proc`` has not exited within ``grace_s`` seconds."""
     proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
