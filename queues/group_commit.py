@@ -13,7 +13,9 @@ Jobs wait in three lanes (:func:`lane_of` by default):
 
 - ``FIRST``: what a person or an OTP waits for (an OTP accept, consent, OTP and TOTP records).
   These go in a transaction of their own, ahead of everything, so they wait at most for the
-  transaction already running, never for a big group.
+  transaction already running, never for a big group. A store may do better and write them
+  into the transaction already running, just before its commit (:meth:`GroupCommit.join_first`,
+  called from the writer's thread): then they wait for that one commit and no other.
 - ``URGENT``: status transitions (a bind's window slot or an SMSC's receipt waits for them).
 - ``BULK``: batch accepts, which fill the rest of a group.
 """
@@ -125,6 +127,25 @@ class GroupCommit:
             raise job.error
         return job
 
+    def join_first(self, group: list[WriteJob]) -> list[WriteJob]:
+        """Move the ``FIRST`` lane's waiting jobs into ``group``, the group being written, and
+        return them; the store writes them in the same transaction, before its commit.
+
+        Thread-safe against :meth:`submit` (a deque's ``append`` and ``popleft`` are atomic):
+        a store's writer thread calls it while the trio thread goes on queueing. The joined
+        jobs are woken with the group, and fail with it; their size leaves the pending count
+        when the group returns (:meth:`run`, in the trio thread).
+        """
+        first = self._lanes[FIRST]
+        joined: list[WriteJob] = []
+        while first:
+            try:
+                joined.append(first.popleft())
+            except IndexError:  # pragma: no cover - only the writer thread takes jobs
+                break
+        group.extend(joined)
+        return joined
+
     async def close(self) -> None:
         """Refuse new writes, commit what is pending, and wait for the writer to stop."""
         self.closing = True
@@ -157,12 +178,14 @@ class GroupCommit:
                         await self._full.wait()
                 idle = False
                 group = self._take_group()
+                taken = len(group)
                 try:
                     await self._write_group(group)
                 except self._catch as exc:
                     logger.exception("%s writer group failed", self._name)
                     for job in group:
                         job.error = self._failure(exc)
+                self._pending_size -= sum(job.size for job in group[taken:])  # joined ones
                 for job in group:
                     job.done.set()
         finally:

@@ -149,7 +149,7 @@ class SQLiteStore(GroupCommitWrites):
         """Apply a group in one transaction; if it fails, apply its jobs one by one so that
         one bad job (say, a duplicate message id) fails only its own caller."""
         try:
-            self._transaction(group)
+            self._transaction(group, join=True)
         except Exception as exc:
             if len(group) == 1:
                 group[0].error = _store_error(exc)
@@ -161,33 +161,18 @@ class SQLiteStore(GroupCommitWrites):
                 except Exception as job_exc:
                     job.error = _store_error(job_exc)
 
-    def _transaction(self, group: list[WriteJob]) -> None:
+    def _transaction(self, group: list[WriteJob], *, join: bool = False) -> None:
+        """Write ``group`` in one transaction. With ``join``, OTP accepts and the other
+        first-lane writes that queued meanwhile are written too, just before the commit, and
+        added to ``group`` (:meth:`GroupCommit.join_first`): they wait for this commit alone,
+        not for it and then one of their own."""
         conn = self._conn
         results: dict[int, list[AcceptResult]] = {}
         conn.execute("BEGIN IMMEDIATE")
         try:
-            # Consecutive jobs of one kind go in one batch (one statement per table); the
-            # order across kinds is kept, so a record after its accept finds the rows.
-            i = 0
-            while i < len(group):
-                kind = group[i].kind
-                j = i
-                while j < len(group) and group[j].kind == kind:
-                    j += 1
-                run = group[i:j]
-                if kind == "accept":
-                    flat = [m for job in run for m in job.messages]
-                    outcomes = _insert_messages(conn, flat)
-                    start = 0
-                    for job in run:
-                        results[id(job)] = outcomes[start : start + len(job.messages)]
-                        start += len(job.messages)
-                elif kind == "record":
-                    _apply_transitions(conn, [t for job in run for t in job.transitions])
-                else:
-                    for job in run:
-                        _apply_single(conn, job)
-                i = j
+            _write_jobs(conn, group, results)
+            if join:
+                _write_jobs(conn, self._commit.join_first(group), results)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -524,6 +509,35 @@ def _in_snapshot(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection
         return fn(conn)
     finally:
         conn.execute("ROLLBACK")
+
+
+def _write_jobs(
+    conn: sqlite3.Connection, jobs: list[WriteJob], results: dict[int, list[AcceptResult]]
+) -> None:
+    """Write ``jobs`` in the open transaction; accept results go to ``results[id(job)]``.
+
+    Consecutive jobs of one kind go in one batch (one statement per table); the order across
+    kinds is kept, so a record after its accept finds the rows.
+    """
+    i = 0
+    while i < len(jobs):
+        kind = jobs[i].kind
+        j = i
+        while j < len(jobs) and jobs[j].kind == kind:
+            j += 1
+        run = jobs[i:j]
+        if kind == "accept":
+            outcomes = _insert_messages(conn, [m for job in run for m in job.messages])
+            start = 0
+            for job in run:
+                results[id(job)] = outcomes[start : start + len(job.messages)]
+                start += len(job.messages)
+        elif kind == "record":
+            _apply_transitions(conn, [t for job in run for t in job.transitions])
+        else:
+            for job in run:
+                _apply_single(conn, job)
+        i = j
 
 
 def _insert_messages(conn: sqlite3.Connection, messages: list[NewMessage]) -> list[AcceptResult]:

@@ -95,3 +95,43 @@ async def test_urgent_work_skips_the_delay_and_bulk_waits_for_company(
         assert trio.current_time() - start >= 5.0  # waited for others to join
         await commit.close()
     assert recorder.groups == [["record:r"], ["accept:bulk"]]
+
+
+async def test_first_lane_jobs_joined_into_a_running_group_share_its_fate() -> None:
+    """``join_first`` (a store's writer thread, before its commit) moves waiting OTP accepts
+    into the group under way: they are woken with it, fail with it, and leave no pending
+    count behind (the next bulk job still waits for company up to max_batch)."""
+    outcomes: list[list[str]] = []
+    release = trio.Event()
+    commit: GroupCommit
+
+    async def write(group: list[WriteJob]) -> None:
+        await release.wait()
+        joined = commit.join_first(group)
+        outcomes.append([_name(job) for job in group])
+        if any(_name(job) == "accept:bad" for job in group):
+            raise RuntimeError("disk full")
+        assert all(job in group for job in joined)
+
+    commit = GroupCommit(write, max_batch=10, max_delay_s=0.0, name="test", failure=lambda e: e)
+    errors: list[str] = []
+
+    async def submit(job: WriteJob) -> None:
+        try:
+            await commit.submit(job)
+        except RuntimeError as exc:
+            errors.append(f"{_name(job)}: {exc}")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(commit.run)
+        nursery.start_soon(submit, _accept("bad"))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(submit, _accept("otp", MessageClass.OTP))
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert commit._pending_size == 0
+        await submit(_accept("after", MessageClass.OTP))
+        await commit.close()
+    assert outcomes == [["accept:bad", "accept:otp"], ["accept:after"]]
+    assert sorted(errors) == ["accept:bad: disk full", "accept:otp: disk full"]

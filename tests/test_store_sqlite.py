@@ -12,13 +12,14 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
 from queues.migrations import SCHEMA_VERSION
-from queues.model import AcceptOutcome, ConsentRecord, Status
+from queues.model import AcceptOutcome, ConsentRecord, MessageClass, Status, Transition
 from queues.sqlite import SQLiteStore
 from queues.store import Store, StoreError
 from tests.store_contract import *  # noqa: F403
@@ -275,3 +276,49 @@ async def test_nothing_accepted_is_lost_on_kill_9(tmp_path: Path) -> None:
         assert ids == [f"m{i}" for i in range(n)]
     finally:
         await store.aclose()
+
+
+async def test_an_otp_accept_joins_the_transaction_already_running(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OTP accept queued while a group is being written goes into that group's
+    transaction, before its commit: one commit for both, not one after the other."""
+    import threading
+
+    import queues.sqlite as sqlite_module
+    from tests.store_contract import _message
+
+    writing = threading.Event()
+    proceed = threading.Event()
+    write_jobs = sqlite_module._write_jobs
+
+    def held_write_jobs(conn: Any, jobs: list[Any], results: dict[int, Any]) -> None:
+        if any(job.kind == "record" for job in jobs):  # the group under way: hold it open
+            writing.set()
+            assert proceed.wait(10)
+        write_jobs(conn, jobs, results)
+
+    monkeypatch.setattr(sqlite_module, "_write_jobs", held_write_jobs)
+    tenant = "t-join"
+    bulk = _message(tenant)
+    await store.accept([bulk])
+    before = store.commits
+    otp = _message(tenant, klass=MessageClass.OTP)
+    results: list[AcceptOutcome] = []
+
+    async def accept_otp() -> None:
+        (result,) = await store.accept([otp])
+        results.append(result.outcome)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.record, [Transition(bulk.id, Status.QUEUED, 1.0)])
+        await trio.to_thread.run_sync(writing.wait, 10)
+        nursery.start_soon(accept_otp)
+        await trio.testing.wait_all_tasks_blocked()  # the OTP job waits in its lane
+        proceed.set()
+    assert results == [AcceptOutcome.CREATED]
+    assert store.commits == before + 1  # the transition and the OTP: one transaction
+    view = await store.get_message(tenant, otp.id)
+    assert view is not None and view.message.klass is MessageClass.OTP
+    view = await store.get_message(tenant, bulk.id)
+    assert view is not None and view.message.status is Status.QUEUED
