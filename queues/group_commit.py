@@ -138,11 +138,8 @@ class GroupCommit:
         """
         first = self._lanes[FIRST]
         joined: list[WriteJob] = []
-        while first:
-            try:
-                joined.append(first.popleft())
-            except IndexError:  # pragma: no cover - only the writer thread takes jobs
-                break
+        while first:  # nothing else takes from a lane while a group is being written
+            joined.append(first.popleft())
         group.extend(joined)
         return joined
 
