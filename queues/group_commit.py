@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -49,6 +49,8 @@ __all__ = [
     "JobKind",
     "WriteJob",
     "lane_of",
+    "runs_of_kind",
+    "share_outcomes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -207,6 +209,33 @@ class GroupCommit:
                 size += job.size
         self._pending_size -= size
         return group
+
+
+def runs_of_kind(jobs: Sequence[WriteJob]) -> Iterator[tuple[JobKind, Sequence[WriteJob]]]:
+    """Consecutive jobs of one kind, run by run, in order: a store writes each run as one
+    batch (one statement per table), and keeping the order across kinds means a record after
+    its accept finds the rows."""
+    i = 0
+    while i < len(jobs):
+        kind = jobs[i].kind
+        j = i
+        while j < len(jobs) and jobs[j].kind == kind:
+            j += 1
+        yield kind, jobs[i:j]
+        i = j
+
+
+def share_outcomes(
+    run: Sequence[WriteJob],
+    outcomes: Sequence[AcceptResult],
+    results: dict[int, list[AcceptResult]],
+) -> None:
+    """Give each accept job of ``run`` its slice of ``outcomes`` (one per message of the run,
+    in order), as ``results[id(job)]``."""
+    start = 0
+    for job in run:
+        results[id(job)] = list(outcomes[start : start + len(job.messages)])
+        start += len(job.messages)
 
 
 def lane_of(job: WriteJob) -> int:

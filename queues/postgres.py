@@ -32,7 +32,13 @@ import trio
 import trio_asyncio
 
 from protocols.receipts import message_id_keys
-from queues.group_commit import GroupCommit, GroupCommitWrites, WriteJob
+from queues.group_commit import (
+    GroupCommit,
+    GroupCommitWrites,
+    WriteJob,
+    runs_of_kind,
+    share_outcomes,
+)
 from queues.migrations import Migration
 from queues.model import (
     AcceptOutcome,
@@ -299,22 +305,12 @@ class PostgresStore(GroupCommitWrites):
     async def _transaction(self, conn: Conn, group: list[WriteJob]) -> None:
         results: dict[int, list[AcceptResult]] = {}
         async with conn.transaction():
-            # Consecutive jobs of one kind go in one batch (one executemany per table); the
-            # order across kinds is kept, so a record after its accept finds the rows.
-            i = 0
-            while i < len(group):
-                kind = group[i].kind
-                j = i
-                while j < len(group) and group[j].kind == kind:
-                    j += 1
-                run = group[i:j]
+            # One executemany per table for each run of jobs of one kind.
+            for kind, run in runs_of_kind(group):
                 if kind == "accept":
-                    flat = [m for job in run for m in job.messages]
-                    outcomes = await _insert_messages(conn, flat)
-                    start = 0
-                    for job in run:
-                        results[id(job)] = outcomes[start : start + len(job.messages)]
-                        start += len(job.messages)
+                    messages = [m for job in run for m in job.messages]
+                    outcomes = await _insert_messages(conn, messages)
+                    share_outcomes(run, outcomes, results)
                 elif kind == "record":
                     await _apply_transitions(conn, [t for job in run for t in job.transitions])
                 elif kind == "consent":
@@ -326,7 +322,6 @@ class PostgresStore(GroupCommitWrites):
                 else:
                     for job in run:
                         await _apply_otp(conn, job)
-                i = j
         self.commits += 1
         for job in group:
             job.results = results.get(id(job), [])

@@ -26,7 +26,13 @@ from typing import Any, NamedTuple, TypeVar
 import trio
 
 from protocols.receipts import message_id_keys
-from queues.group_commit import GroupCommit, GroupCommitWrites, WriteJob
+from queues.group_commit import (
+    GroupCommit,
+    GroupCommitWrites,
+    WriteJob,
+    runs_of_kind,
+    share_outcomes,
+)
 from queues.migrations import migrate
 from queues.model import (
     AcceptOutcome,
@@ -514,30 +520,16 @@ def _in_snapshot(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection
 def _write_jobs(
     conn: sqlite3.Connection, jobs: list[WriteJob], results: dict[int, list[AcceptResult]]
 ) -> None:
-    """Write ``jobs`` in the open transaction; accept results go to ``results[id(job)]``.
-
-    Consecutive jobs of one kind go in one batch (one statement per table); the order across
-    kinds is kept, so a record after its accept finds the rows.
-    """
-    i = 0
-    while i < len(jobs):
-        kind = jobs[i].kind
-        j = i
-        while j < len(jobs) and jobs[j].kind == kind:
-            j += 1
-        run = jobs[i:j]
+    """Write ``jobs`` in the open transaction; accept results go to ``results[id(job)]``."""
+    for kind, run in runs_of_kind(jobs):
         if kind == "accept":
             outcomes = _insert_messages(conn, [m for job in run for m in job.messages])
-            start = 0
-            for job in run:
-                results[id(job)] = outcomes[start : start + len(job.messages)]
-                start += len(job.messages)
+            share_outcomes(run, outcomes, results)
         elif kind == "record":
             _apply_transitions(conn, [t for job in run for t in job.transitions])
         else:
             for job in run:
                 _apply_single(conn, job)
-        i = j
 
 
 def _insert_messages(conn: sqlite3.Connection, messages: list[NewMessage]) -> list[AcceptResult]:
