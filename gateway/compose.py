@@ -29,6 +29,7 @@ from typing import Any, NamedTuple, cast
 import phonenumbers
 
 from gateway.config import RouteConfig, TenantConfig
+from gateway.msisdn import is_valid
 from protocols.constants import EsmClass
 from protocols.encoding import EncodedText, choose_encoding
 from protocols.gsm import LocalEncodingError
@@ -195,9 +196,9 @@ def normalise_msisdn(number: str) -> str:
     """E.164 with ``+`` for a valid number.
 
     Canonical input (``+`` and digits) is split into country code and national number here
-    and only validated by phonenumbers: its full ``parse`` costs twice the validation, and the
-    API sees canonical numbers almost always. Anything else (spaces, dashes) takes the full
-    parse.
+    and only validated (:func:`gateway.msisdn.is_valid`): phonenumbers' full ``parse`` costs
+    twice the validation, and the API sees canonical numbers almost always. Anything else
+    (spaces, dashes) takes the full parse.
 
     Raises:
         ComposeError: not a number, or not a valid one.
@@ -224,7 +225,7 @@ def normalise_msisdn(number: str) -> str:
             parsed = phonenumbers.parse(raw, None)
         except phonenumbers.NumberParseException as exc:
             raise ComposeError("to", f"{number!r} is not a phone number: {exc}") from None
-    if not phonenumbers.is_valid_number(parsed):
+    if not is_valid(parsed):
         raise ComposeError("to", f"{number!r} is not a valid number for its country code")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
