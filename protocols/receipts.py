@@ -92,6 +92,14 @@ _KEY: Final = re.compile(
     r"(?<!\S)((?:submit|done)[\s_\x11-]*date|[a-z][\w-]*):", re.IGNORECASE | re.ASCII
 )
 _KEY_SEPARATORS: Final = re.compile(r"[\s_\x11-]+")
+# Appendix B's layout, as nearly every SMSC writes it, read with one match. Anything else
+# (another order, more fields, other spacing, a value with a character outside printable
+# ASCII) takes the general reading, which gives the same fields on this layout.
+_STANDARD: Final = re.compile(
+    r"id:([!-~]+) sub:([!-~]+) dlvrd:([!-~]+) submit date:([!-~]+) done date:([!-~]+)"
+    r" stat:([!-~]+) err:([!-~]+)(?: text:(.*))?",
+    re.IGNORECASE | re.DOTALL,
+)
 _STAT_SEPARATORS: Final = re.compile(r"[^A-Z0-9]+")
 _DECIMAL: Final = re.compile(r"[0-9]+", re.ASCII)
 # SMPP 3.4 §5.2.23: message_id is a C-octet string of at most 65 octets, i.e. 64 characters.
@@ -201,9 +209,11 @@ def state_from_stat(stat: str) -> MessageState | None:
     return _STAT_WORDS.get(word)
 
 
+@functools.lru_cache(maxsize=256)
 def _parse_date(value: str | None, tz: dt.tzinfo | None) -> dt.datetime | None:
     """YYMMDDhhmm or YYMMDDhhmmss (2000 + YY); anything else is ignored, not fatal: the date
-    is informational and a bad one must not cost us the receipt's state."""
+    is informational and a bad one must not cost us the receipt's state. Cached: receipts of
+    one minute share their dates (and a datetime is immutable)."""
     if value is None or len(value) not in (10, 12) or not (value.isascii() and value.isdigit()):
         return None
     try:
@@ -242,7 +252,27 @@ def _key_name(key: str) -> str:
 def _split_fields(
     data: str,
 ) -> tuple[dict[str, str], str | None, tuple[tuple[str, str], ...]]:
-    """The known fields, the ``text:`` value, and the unknown fields, in one pass."""
+    """The known fields, the ``text:`` value, and the unknown fields."""
+    standard = _STANDARD.fullmatch(data)
+    if standard is None:
+        return _split_any(data)
+    id_, sub, dlvrd, submit_date, done_date, stat, err, text = standard.groups()
+    known = {
+        "id": id_,
+        "sub": sub,
+        "dlvrd": dlvrd,
+        "submitdate": submit_date,
+        "donedate": done_date,
+        "stat": stat,
+        "err": err,
+    }
+    return known, text, ()
+
+
+def _split_any(
+    data: str,
+) -> tuple[dict[str, str], str | None, tuple[tuple[str, str], ...]]:
+    """:func:`_split_fields` for any layout, in one pass over its keys."""
     known: dict[str, str] = {}
     extra: list[tuple[str, str]] = []
     seen: set[str] = set()

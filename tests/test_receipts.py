@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from protocols import receipts
 from protocols.constants import EsmClass, MessageState
 from protocols.errors import LocalProtocolError
 from protocols.receipts import (
@@ -411,6 +412,39 @@ def test_garbage_gives_a_receipt_or_receipt_parse_error(
     except ReceiptParseError:
         return
     assert r.message_id and r.message_id == r.message_id.strip()
+
+
+# Mostly values the one-match reading takes (printable ASCII, no space), some it must not.
+_VALUE = st.one_of(
+    st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1),
+    st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1),
+    st.text(alphabet=st.sampled_from(string.printable + "\xa0\x85ğşİ:"), max_size=12),
+)
+
+
+@st.composite
+def appendix_b_texts(draw: st.DrawFn) -> str:
+    """Receipts in or near Appendix B's layout: odd values, key case, spacing, no text."""
+    keys = ["id", "sub", "dlvrd", "submit date", "done date", "stat", "err"]
+    fields = [f"{draw(st.sampled_from([k, k.upper(), k.title()]))}:{draw(_VALUE)}" for k in keys]
+    sep = draw(st.sampled_from([" "] * 6 + ["  ", "\n"]))
+    data = sep.join(fields)
+    if draw(st.booleans()):
+        data += f" {draw(st.sampled_from(['text', 'TEXT', 'Text']))}:{draw(st.text(max_size=25))}"
+    return data
+
+
+@settings(max_examples=500)
+@given(appendix_b_texts())
+def test_the_one_match_reading_agrees_with_the_general_one(data: str) -> None:
+    # The standard layout is read with one regex; anything it does not take goes the general
+    # way. Both must see the same fields.
+    assert receipts._split_fields(data) == receipts._split_any(data)
+
+
+def test_the_standard_layout_takes_the_one_match_reading() -> None:
+    # (If it silently fell back to the general reading, the property above would prove nothing.)
+    assert receipts._STANDARD.fullmatch(STANDARD.decode()) is not None
 
 
 # -- message ids ---------------------------------------------------------------------------------
