@@ -79,7 +79,7 @@ _RECEIPT_STATUS = {
 }
 _ESME_ROK = 0
 _RECORDS_IN_FLIGHT = 2
-_COMPOSE_SLICE = 64  # requests composed between two checkpoints of a batch accept
+_COMPOSE_SLICE = 64  # requests handled between two checkpoints of a batch accept
 _RESTORE_SLICE = 64  # messages queued between two checkpoints of restore()
 _ESME_RSYSERR = 0x08
 _RECEIPT_TYPES = frozenset(
@@ -227,7 +227,9 @@ class Pipeline:
         )
         allowed: list[tuple[int, Composed]] = []
         refused: list[tuple[int, Composed]] = []
-        for i, c in composed:
+        for n, (i, c) in enumerate(composed):
+            if n and n % _COMPOSE_SLICE == 0:
+                await trio.lowlevel.checkpoint()
             message = c.message
             verdict = self.policies.at_accept(
                 tenant, message.klass, message.to, message.sender, now
@@ -248,19 +250,26 @@ class Pipeline:
                 if outcome is not None:
                     items[i] = self._stored_item(c.message, outcome)
         if composed:
-            started = time.perf_counter()
-            results = await self.store.accept([c.message for _, c in composed])
-            if self.metrics is not None:
-                self.metrics.store_commit(time.perf_counter() - started)
-            for (i, c), result in zip(composed, results, strict=True):
-                message = c.message
-                items[i] = self._stored_item(message, result)
-                if result.outcome is AcceptOutcome.CREATED:
-                    if message.klass is MessageClass.OTP:
-                        self.policies.note_accepted(tenant.name, message.klass, message.to, now)
-                    self._enqueue(c, None, now)
-                    if self._accepted_while_restoring is not None:
-                        self._accepted_while_restoring.add(message.id)
+            # Shielded: once handed to the store the messages commit whatever the caller does
+            # (a client hanging up), and what commits must be queued, not left for a restart.
+            with trio.CancelScope(shield=True):
+                if self._accepted_while_restoring is not None:
+                    # Before the commit: a restore reading them once committed must leave
+                    # them to this loop, which queues them (and yields to others meanwhile).
+                    self._accepted_while_restoring.update(c.message.id for _, c in composed)
+                started = time.perf_counter()
+                results = await self.store.accept([c.message for _, c in composed])
+                if self.metrics is not None:
+                    self.metrics.store_commit(time.perf_counter() - started)
+                for n, ((i, c), result) in enumerate(zip(composed, results, strict=True)):
+                    if n and n % _COMPOSE_SLICE == 0:
+                        await trio.lowlevel.checkpoint()  # the binds' traffic goes on meanwhile
+                    message = c.message
+                    items[i] = self._stored_item(message, result)
+                    if result.outcome is AcceptOutcome.CREATED:
+                        if message.klass is MessageClass.OTP:
+                            self.policies.note_accepted(tenant.name, message.klass, message.to, now)
+                        self._enqueue(c, None, now)
         return [item if item is not None else AcceptItem() for item in items]
 
     @staticmethod

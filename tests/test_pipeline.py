@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import trio
+import trio.testing
 
 from gateway.binds import BindSupervisor
 from gateway.bindstate import RouteSettings
@@ -367,6 +368,46 @@ async def test_a_restore_beside_new_accepts_queues_every_message_once(tmp_path: 
     assert pipeline.queues.pending() == 121
 
 
+class _SlowToReturnStore(_PausedStore):
+    """A :class:`_PausedStore` whose ``accept`` commits, lets the restore go on, and returns
+    only once the restore has read and queued the rest: the restore sees the new message in
+    the store before its accept has queued it."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.restored = trio.Event()
+
+    async def accept(self, messages: Any) -> Any:
+        results = await self._store.accept(messages)
+        self.go.set()
+        await self.restored.wait()
+        return results
+
+
+async def test_a_restore_reading_a_message_before_its_accept_queues_it_leaves_it_to_the_accept(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, binds=False) as r:
+        for n in range(60):
+            await r.send(f"Bekleyen {n}")
+    settings = _settings(tmp_path, 9)
+    async with open_store(settings) as real:
+        store = _SlowToReturnStore(real)
+        pipeline = Pipeline(settings, store)
+
+        async def restore(task_status: trio.TaskStatus[None]) -> None:
+            await pipeline.restore(task_status=task_status)
+            store.restored.set()
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(restore)
+            await store.paused.wait()
+            request = MessageRequest(TO, "Yeni", MessageClass.TRANSACTIONAL)
+            [item] = await pipeline.accept(settings.tenants[0], [request])
+            assert item.result is not None
+    assert pipeline.queues.pending() == 61  # the new message once, not twice
+
+
 async def test_a_multipart_message_keeps_its_reference_across_a_restart(tmp_path: Path) -> None:
     """Parts sent after a restart carry the concatenation reference of the parts sent before
     it, so the handset can join them (the reference is stored with the message)."""
@@ -390,6 +431,34 @@ async def test_a_multipart_message_keeps_its_reference_across_a_restart(tmp_path
         assert (op.pdu.destination_addr, udh[5]) == (last, 2)
         # The third message's reference, not the first one a fresh allocator hands out.
         assert udh[3] == before[last, 1] != before[numbers[0].removeprefix("+"), 1]
+
+
+async def test_an_accept_cancelled_while_it_commits_still_queues_its_message(
+    tmp_path: Path,
+) -> None:
+    # A caller that goes away (an HTTP client hanging up) while its messages commit must not
+    # leave them stored but unqueued: they would be sent only after a restart.
+    store = {"url": f"sqlite://{tmp_path / 'ulak.db'}", "commit_max_delay_ms": 1000}
+    async with running(tmp_path, binds=False, store=store) as r:
+        request = MessageRequest(TO, "Siparişiniz hazırlanıyor", MessageClass.TRANSACTIONAL)
+        async with trio.open_nursery() as nursery:
+            scope = trio.CancelScope()
+
+            async def caller() -> None:
+                with scope:
+                    await r.pipeline.accept(r.tenant, [request])
+
+            nursery.start_soon(caller)
+            await trio.testing.wait_all_tasks_blocked()  # waiting for its group's commit
+            assert r.pipeline.queues.pending() == 0
+            scope.cancel()
+        with trio.fail_after(10):
+            while r.pipeline.queues.pending() == 0:
+                await trio.sleep(0.01)
+        part = r.pipeline.get_nowait("sim")
+        assert part is not None
+        view = await r.store.get_message(r.tenant.name, part.part_id.message_id)  # type: ignore[attr-defined]
+        assert view is not None and view.message.text == request.text
 
 
 async def test_a_message_past_its_validity_in_the_queue_fails(tmp_path: Path) -> None:
