@@ -23,8 +23,10 @@ __all__ = ["is_valid"]
 def is_valid(number: phonenumbers.PhoneNumber) -> bool:
     """``phonenumbers.is_valid_number(number)``, asked in a cheaper order."""
     code = number.country_code
-    regions = None if code is None else phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code)
-    if code is None or not regions:
+    if code is None:
+        return False
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code)
+    if not regions:
         return False
     nsn = phonenumbers.national_significant_number(number)
     if len(regions) == 1:
