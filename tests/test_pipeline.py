@@ -342,11 +342,23 @@ class _PausedStore:
             await self.go.wait()
 
 
-async def test_a_restore_beside_new_accepts_queues_every_message_once(tmp_path: Path) -> None:
-    async with running(tmp_path, binds=False) as r:
-        for n in range(120):
+async def _leave_unsent(folder: Path, count: int) -> Settings:
+    """Store ``count`` messages in ``folder``'s database and stop before any is sent; the
+    settings to open that database again (no simulator behind them)."""
+    async with running(folder, binds=False) as r:
+        for n in range(count):
             await r.send(f"Bekleyen {n}")
-    settings = _settings(tmp_path, 9)
+    return _settings(folder, 9)
+
+
+async def _accept_one_new(pipeline: Pipeline, settings: Settings) -> None:
+    request = MessageRequest(TO, "Yeni", MessageClass.TRANSACTIONAL)
+    [item] = await pipeline.accept(settings.tenants[0], [request])
+    assert item.result is not None
+
+
+async def test_a_restore_beside_new_accepts_queues_every_message_once(tmp_path: Path) -> None:
+    settings = await _leave_unsent(tmp_path, 120)
     async with open_store(settings) as real:
         store = _PausedStore(real)
         pipeline = Pipeline(settings, store)
@@ -359,9 +371,7 @@ async def test_a_restore_beside_new_accepts_queues_every_message_once(tmp_path: 
             await nursery.start(restore)
             await store.paused.wait()
             assert pipeline.queues.pending() == 50  # the first page is queued; the rest waits
-            request = MessageRequest(TO, "Yeni", MessageClass.TRANSACTIONAL)
-            [item] = await pipeline.accept(settings.tenants[0], [request])
-            assert item.result is not None
+            await _accept_one_new(pipeline, settings)
             store.go.set()  # the restore's later pages now include the new message
     # Queued by its accept, and not a second time by the restore that read it from the store.
     assert restored == [120]
@@ -387,10 +397,7 @@ class _SlowToReturnStore(_PausedStore):
 async def test_a_restore_reading_a_message_before_its_accept_queues_it_leaves_it_to_the_accept(
     tmp_path: Path,
 ) -> None:
-    async with running(tmp_path, binds=False) as r:
-        for n in range(60):
-            await r.send(f"Bekleyen {n}")
-    settings = _settings(tmp_path, 9)
+    settings = await _leave_unsent(tmp_path, 60)
     async with open_store(settings) as real:
         store = _SlowToReturnStore(real)
         pipeline = Pipeline(settings, store)
@@ -402,9 +409,7 @@ async def test_a_restore_reading_a_message_before_its_accept_queues_it_leaves_it
         async with trio.open_nursery() as nursery:
             await nursery.start(restore)
             await store.paused.wait()
-            request = MessageRequest(TO, "Yeni", MessageClass.TRANSACTIONAL)
-            [item] = await pipeline.accept(settings.tenants[0], [request])
-            assert item.result is not None
+            await _accept_one_new(pipeline, settings)
     assert pipeline.queues.pending() == 61  # the new message once, not twice
 
 
