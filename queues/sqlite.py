@@ -64,6 +64,7 @@ _NOT_SENT = ("accepted", "deferred", "queued")
 _READERS = 4
 _CHECKPOINT_INTERVAL_S = 0.1
 _WAL_SIZE_LIMIT = 64 << 20  # bytes the WAL file is cut back to after a checkpoint restarts it
+_WAL_RESTART_FRAMES = 2048  # a WAL this long (8 MiB of 4 KiB pages) is restarted from its start
 _KEY_CHUNK = 500  # well under SQLite's host-parameter limit
 
 _MESSAGE_COLUMNS = (
@@ -89,6 +90,8 @@ class SQLiteStore(GroupCommitWrites):
         self._shared_reader = readers == [writer]
         self._checkpoints = trio.CancelScope()
         self._checkpoints_done = trio.Event()
+        self._restart_wal = False  # set by the checkpointer, acted on by the writer thread
+        self.wal_restarts = 0
         self._write_limiter = trio.CapacityLimiter(1)
         self._read_limiter = trio.CapacityLimiter(len(readers))
         # OTP accepts and the small writes go first, then transitions, then bulk accepts
@@ -131,7 +134,15 @@ class SQLiteStore(GroupCommitWrites):
 
     async def _checkpoint_loop(self, conn: sqlite3.Connection) -> None:
         """Copy committed WAL frames into the database now and then, beside the writer (a
-        PASSIVE checkpoint never blocks it); the WAL restarts from its start once copied."""
+        PASSIVE checkpoint never blocks it).
+
+        The WAL restarts from its start only when a write begins with every frame copied,
+        which under steady load never happens by itself: the writer commits again while each
+        checkpoint runs, and the WAL grew by hundreds of megabytes a minute, every commit
+        appending to the file (new blocks for the file system to allocate and zero) rather
+        than overwriting pages it had already. So once the WAL is long, the writer is asked
+        to copy what this checkpoint left (the frames of the last few commits) between two
+        groups itself; its next transaction then starts the WAL over."""
         try:
             with self._checkpoints:
                 done = self.commits
@@ -140,9 +151,12 @@ class SQLiteStore(GroupCommitWrites):
                     if self.commits != done:
                         done = self.commits
                         try:
-                            await trio.to_thread.run_sync(_checkpoint, conn, "PASSIVE")
+                            frames = await trio.to_thread.run_sync(_checkpoint, conn, "PASSIVE")
                         except sqlite3.Error as exc:
                             logger.warning("SQLite checkpoint failed (will retry): %s", exc)
+                            continue
+                        if frames >= _WAL_RESTART_FRAMES:
+                            self._restart_wal = True
         finally:
             self._checkpoints_done.set()
 
@@ -174,6 +188,11 @@ class SQLiteStore(GroupCommitWrites):
         not for it and then one of their own."""
         conn = self._conn
         results: dict[int, list[AcceptResult]] = {}
+        if self._restart_wal:
+            self._restart_wal = False
+            with contextlib.suppress(sqlite3.Error):  # the next request will do as well
+                _checkpoint(conn, "PASSIVE")
+                self.wal_restarts += 1
         conn.execute("BEGIN IMMEDIATE")
         try:
             _write_jobs(conn, group, results)
@@ -479,7 +498,8 @@ def _connect(path: str) -> _Connections:
         writer.execute("PRAGMA synchronous=FULL")
         # Checkpoints (copying the WAL into the database, with its own fsync) are the
         # checkpointer's job, off the commit path: left to the writer, every few thousand
-        # messages one commit (an OTP's, perhaps) would also copy and sync megabytes.
+        # messages one commit (an OTP's, perhaps) would also copy and sync megabytes. The
+        # writer copies only the last few commits' frames, when asked (`_checkpoint_loop`).
         writer.execute("PRAGMA wal_autocheckpoint=0")
         writer.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
         migrate(writer)
@@ -504,8 +524,10 @@ def _connection(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _checkpoint(conn: sqlite3.Connection, mode: str) -> None:
-    conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+def _checkpoint(conn: sqlite3.Connection, mode: str) -> int:
+    """Run a checkpoint; the number of frames in the WAL (-1 without one)."""
+    row = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+    return int(row[1])
 
 
 def _in_snapshot(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:

@@ -192,9 +192,45 @@ async def test_aclose_commits_pending_writes(tmp_path: Path) -> None:
         await store.aclose()
 
 
+async def test_the_wal_starts_over_under_steady_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the writer never idle, the checkpointer alone cannot restart the WAL (each of its
+    checkpoints ends behind the writer), and the file grew by every commit. A long WAL is
+    finished by the writer between two groups, and the next transaction writes it over."""
+    from queues import sqlite as sqlite_module
+    from tests.store_contract import _message
+
+    monkeypatch.setattr(sqlite_module, "_CHECKPOINT_INTERVAL_S", 0.02)
+    monkeypatch.setattr(sqlite_module, "_WAL_RESTART_FRAMES", 64)  # 256 KiB
+    path = tmp_path / "w.db"
+    store = await SQLiteStore.open(str(path), max_delay_s=0)
+    written = 0
+    try:
+
+        async def writer() -> None:
+            nonlocal written
+            for _ in range(40):
+                batch = [_message("t-wal", text="y" * 1500) for _ in range(50)]
+                await store.accept(batch)
+                written += sum(len(m.text) for m in batch)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):  # one commit always waiting behind the one being written
+                nursery.start_soon(writer)
+        wal = Path(f"{path}-wal").stat().st_size
+    finally:
+        await store.aclose()
+    assert store.wal_restarts > 0
+    # The texts alone are 12 MB; the WAL file, written over from its start again and again,
+    # stayed a fraction of that.
+    assert written == 12_000_000
+    assert wal < written / 2
+
+
 async def test_checkpoints_run_beside_the_writer_and_close_leaves_no_wal(tmp_path: Path) -> None:
-    """The writer never checkpoints (wal_autocheckpoint=0); the checkpointer copies the WAL
-    into the database file while the store runs, and aclose truncates the WAL."""
+    """The writer never checkpoints by itself (wal_autocheckpoint=0); the checkpointer copies
+    the WAL into the database file while the store runs, and aclose truncates the WAL."""
     from tests.store_contract import _message
 
     path = tmp_path / "c.db"
@@ -207,7 +243,7 @@ async def test_checkpoints_run_beside_the_writer_and_close_leaves_no_wal(tmp_pat
         with trio.fail_after(30):
             while path.stat().st_size <= empty:  # only a checkpoint writes the database file
                 await trio.sleep(0.02)
-        # The writer connection itself never checkpoints.
+        # The writer connection never checkpoints by itself.
         assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
     finally:
         await store.aclose()
