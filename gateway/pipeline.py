@@ -469,15 +469,28 @@ class Pipeline:
         wall = self.wall()
         parts = part_count(part)
         self._submitted_routes.append(op.route)
-        self._transition(
-            Transition(
-                part.message_id, Status.SUBMITTED, wall, part=part.index, smsc_id=smsc_message_id
-            )
-        )
         if parts == 1:
-            self._transition(Transition(part.message_id, Status.SUBMITTED, wall))
+            self._transition(
+                Transition(
+                    part.message_id,
+                    Status.SUBMITTED,
+                    wall,
+                    part=0,
+                    smsc_id=smsc_message_id,
+                    whole=True,
+                )
+            )
             self.accepted_at.pop(part.message_id, None)
         else:
+            self._transition(
+                Transition(
+                    part.message_id,
+                    Status.SUBMITTED,
+                    wall,
+                    part=part.index,
+                    smsc_id=smsc_message_id,
+                )
+            )
             statuses = self._multi.setdefault(part.message_id, [Status.QUEUED] * parts)
             statuses[part.index] = Status.SUBMITTED
             if all(s is Status.SUBMITTED or s.is_final for s in statuses):
@@ -589,11 +602,13 @@ class Pipeline:
         wall: float,
         error: str | None,
     ) -> None:
-        self._transition(Transition(message_id, status, wall, part=index, error=error))
         if parts == 1:
-            self._transition(Transition(message_id, status, wall, error=error))
+            self._transition(
+                Transition(message_id, status, wall, part=index, error=error, whole=True)
+            )
             self._count(status.value)
             return
+        self._transition(Transition(message_id, status, wall, part=index, error=error))
         statuses = self._multi.setdefault(message_id, [Status.SUBMITTED] * parts)
         statuses[index] = status
         if all(s.is_final for s in statuses):
@@ -648,7 +663,7 @@ class Pipeline:
     def _transition(self, transition: Transition) -> None:
         self._pending.append(transition)
         self._wake.set()
-        if transition.part is None:
+        if transition.part is None or transition.whole:  # the message's status changed
             metrics = self.metrics
             if metrics is not None:
                 klass = id_class(transition.message_id)

@@ -135,6 +135,23 @@ MIGRATIONS: tuple[Migration, ...] = (
         "the concatenation reference of a multipart message",
         ("ALTER TABLE messages ADD COLUMN concat_ref INTEGER",),
     ),
+    Migration(
+        4,
+        "one history row per event of a one-part message",
+        (
+            # A one-part message's part and message rows change together (Transition.whole);
+            # its history kept two rows per event, the message's a copy of the part's. The
+            # copies go: the history is read with one row standing for both (queues.store).
+            """
+            DELETE FROM transitions
+            WHERE part IS NULL AND EXISTS (
+                SELECT 1 FROM transitions p JOIN messages m ON m.id = p.message_id
+                WHERE p.message_id = transitions.message_id AND p.part = 0 AND m.parts = 1
+                    AND p.status = transitions.status AND p.at = transitions.at
+            )
+            """,
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

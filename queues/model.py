@@ -147,6 +147,9 @@ class Transition:
     part: int | None = None
     smsc_id: str | None = None
     error: str | None = None
+    whole: bool = False
+    """Set on a part of a one-part message: the change is the message's too. The store
+    updates both rows from it and keeps one history row, read back as both events."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,10 +52,9 @@ from queues.model import (
     PartRef,
     PartView,
     Status,
-    StatusEvent,
     Transition,
 )
-from queues.store import StoreError, TotpEnrollment, stored_outcome
+from queues.store import StoreError, TotpEnrollment, history, stored_outcome
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStore"]
 
@@ -182,6 +181,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         3,
         "the concatenation reference of a multipart message",
         ("ALTER TABLE messages ADD COLUMN concat_ref integer",),
+    ),
+    Migration(
+        4,
+        "one history row per event of a one-part message",
+        (
+            """
+            DELETE FROM transitions t
+            WHERE t.part IS NULL AND EXISTS (
+                SELECT 1 FROM transitions p JOIN messages m ON m.id = p.message_id
+                WHERE p.message_id = t.message_id AND p.part = 0 AND m.parts = 1
+                    AND p.status = t.status AND p.at = t.at
+            )
+            """,
+        ),
     ),
 )
 
@@ -405,15 +418,14 @@ class PostgresStore(GroupCommitWrites):
                     message_id,
                 )
             )
-            history = tuple(
-                StatusEvent(Status(r[0]), r[1], r[2], r[3])
-                for r in await conn.fetch(
-                    "SELECT status, at, part, error FROM transitions"
-                    " WHERE message_id = $1 ORDER BY at, seq",
-                    message_id,
-                )
+            message = _message(row)
+            rows = await conn.fetch(
+                "SELECT status, at, part, error FROM transitions"
+                " WHERE message_id = $1 ORDER BY at, seq",
+                message_id,
             )
-            return MessageView(_message(row), parts, history)
+            events = history((tuple(r) for r in rows), message.parts)
+            return MessageView(message, parts, events)
 
         return await self._read(read)
 
@@ -726,9 +738,10 @@ async def _apply_transitions(conn: Conn, transitions: list[Transition]) -> None:
     parts = {}
     messages: dict[str, tuple[str, float]] = {}
     for t in transitions:
-        if t.part is None:
+        if t.part is None or t.whole:
             messages[t.message_id] = (t.status.value, float(t.at))
-            continue
+            if t.part is None:
+                continue
         key = (t.message_id, t.part)
         smsc_id = t.smsc_id
         smsc_key = None

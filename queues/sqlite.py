@@ -46,10 +46,9 @@ from queues.model import (
     PartRef,
     PartView,
     Status,
-    StatusEvent,
     Transition,
 )
-from queues.store import StoreError, TotpEnrollment, stored_outcome
+from queues.store import StoreError, TotpEnrollment, history, stored_outcome
 
 __all__ = ["SQLiteStore"]
 
@@ -275,15 +274,16 @@ class SQLiteStore(GroupCommitWrites):
                     (message_id,),
                 )
             )
-            history = tuple(
-                StatusEvent(Status(status), at, part, error)
-                for status, at, part, error in conn.execute(
+            message = _message(row)
+            events = history(
+                conn.execute(
                     "SELECT status, at, part, error FROM transitions"
                     " WHERE message_id = ? ORDER BY at, rowid",
                     (message_id,),
-                )
+                ),
+                message.parts,
             )
-            return MessageView(_message(row), parts, history)
+            return MessageView(message, parts, events)
 
         return await self._read(read)
 
@@ -640,9 +640,10 @@ def _apply_transitions(conn: sqlite3.Connection, transitions: list[Transition]) 
     parts: dict[tuple[str, int], list[Any]] = {}
     messages: dict[str, list[Any]] = {}
     for t in transitions:
-        if t.part is None:
+        if t.part is None or t.whole:
             messages[t.message_id] = [t.status.value, t.at, t.message_id]
-            continue
+            if t.part is None:
+                continue
         keys = message_id_keys(t.smsc_id) if t.smsc_id is not None else ()
         submitted_at = t.at if t.status is Status.SUBMITTED else None
         row = parts.get((t.message_id, t.part))

@@ -13,7 +13,7 @@ that return may lose the call's rows, never rows of a call that returned.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,10 +26,12 @@ from queues.model import (
     NewMessage,
     OtpRecord,
     PartRef,
+    Status,
+    StatusEvent,
     Transition,
 )
 
-__all__ = ["Store", "StoreError", "TotpEnrollment", "stored_outcome"]
+__all__ = ["Store", "StoreError", "TotpEnrollment", "history", "stored_outcome"]
 
 
 class StoreError(Exception):
@@ -71,8 +73,10 @@ class Store(Protocol):
         """Store status transitions, each with its time, in one group commit.
 
         A part transition updates the part (and its ``smsc_id`` when given, indexed by its
-        canonical form for :meth:`find_part`); a message transition updates the message. Every
-        transition is also appended to the history. Transitions of unknown messages are ignored.
+        canonical form for :meth:`find_part`); a message transition updates the message, and
+        so does a part transition marked ``whole`` (a one-part message's: recorded once for
+        both, and read back by :func:`history` as both events). Every transition is also
+        appended to the history. Transitions of unknown messages are ignored.
         """
         ...
 
@@ -164,3 +168,20 @@ def stored_outcome(
     if stored_hash == message.request_hash:
         return AcceptResult(stored_id, AcceptOutcome.REPLAYED)
     return AcceptResult(stored_id, AcceptOutcome.CONFLICT)
+
+
+def history(
+    rows: Iterable[tuple[str, float, int | None, str | None]], parts: int
+) -> tuple[StatusEvent, ...]:
+    """A message's history from its stored rows (status, at, part, error), in order.
+
+    A one-part message's part and the message change together, so one row is kept for both
+    (:attr:`Transition.whole`): each row of its part stands for the part's event and then the
+    message's, as a message of several parts has them in two rows.
+    """
+    events: list[StatusEvent] = []
+    for status, at, part, error in rows:
+        events.append(StatusEvent(Status(status), at, part, error))
+        if part is not None and parts == 1:
+            events.append(StatusEvent(Status(status), at, None, error))
+    return tuple(events)

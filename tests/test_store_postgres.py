@@ -171,6 +171,47 @@ async def test_two_instances_migrate_one_schema_at_once(stores: _Stores) -> None
                 await s.aclose()
 
 
+async def test_schema_4_keeps_one_history_row_per_event_of_a_one_part_message(
+    stores: _Stores,
+) -> None:
+    """As on SQLite: a schema 3 history with a one-part message's events stored twice reads
+    the same after the step, from one row per event."""
+    from queues.postgres import MIGRATIONS, _connect, _migrate
+    from tests.store_contract import ONE_PART_HISTORY, TWO_PART_HISTORY
+
+    async def write_v3() -> None:
+        pool = await _connect(DATABASE_URL, stores.schema, 1)
+        try:
+            assert await _migrate(pool, stores.schema, MIGRATIONS[:3]) == 3
+            async with pool.acquire() as conn:
+                for m, rows in ((one, ONE_PART_HISTORY), (two, TWO_PART_HISTORY)):
+                    await conn.execute(
+                        "INSERT INTO messages (id, tenant, klass, msisdn, text, encoding, parts,"
+                        " created_at, valid_until, status, updated_at)"
+                        " VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 1, 'delivered', 0)",
+                        m.id, m.tenant, m.klass.value, m.to, m.text, m.encoding, m.parts,
+                    )  # fmt: skip
+                    await conn.executemany(
+                        "INSERT INTO transitions (message_id, part, status, at)"
+                        " VALUES ($1, $2, $3, $4)",
+                        [(m.id, part, status.value, at) for status, at, part in rows],
+                    )
+        finally:
+            await pool.close()
+
+    one, two = _message("t-v3"), _message("t-v3", parts=2)
+    await trio_asyncio.aio_as_trio(write_v3)()
+    store = await stores.open()
+    for m, rows in ((one, ONE_PART_HISTORY), (two, TWO_PART_HISTORY)):
+        view = await store.get_message("t-v3", m.id)
+        assert view is not None
+        assert [(e.status, e.at, e.part) for e in view.history] == rows
+    [count] = await _admin(
+        f'SELECT count(*) FROM "{stores.schema}".transitions WHERE message_id = $1', one.id
+    )
+    assert count[0] == 3  # accepted, and one row for each of the two part events
+
+
 async def test_tables_live_in_the_given_schema(store: PostgresStore) -> None:
     rows = await _admin(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = $1",
