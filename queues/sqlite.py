@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import trio
 
-from protocols.receipts import message_id_keys
+from protocols.receipts import canonical_message_id
 from queues.group_commit import (
     GroupCommit,
     GroupCommitWrites,
@@ -644,14 +644,14 @@ def _apply_transitions(conn: sqlite3.Connection, transitions: list[Transition]) 
             messages[t.message_id] = [t.status.value, t.at, t.message_id]
             if t.part is None:
                 continue
-        keys = message_id_keys(t.smsc_id) if t.smsc_id is not None else ()
+        key = canonical_message_id(t.smsc_id) or None if t.smsc_id is not None else None
         submitted_at = t.at if t.status is Status.SUBMITTED else None
         row = parts.get((t.message_id, t.part))
         if row is None:
             parts[(t.message_id, t.part)] = [
                 t.status.value,
                 t.smsc_id,
-                keys[0] if keys else None,
+                key,
                 t.error,
                 submitted_at,
                 t.message_id,
@@ -660,17 +660,32 @@ def _apply_transitions(conn: sqlite3.Connection, transitions: list[Transition]) 
             continue
         row[0], row[3] = t.status.value, t.error
         if t.smsc_id is not None:
-            row[1], row[2] = t.smsc_id, keys[0] if keys else None
+            row[1], row[2] = t.smsc_id, key
         if submitted_at is not None:
             row[4] = submitted_at
+    # Submissions set the indexed columns (smsc_key, submitted_at); other changes leave them
+    # out of the statement, since SQLite rewrites the index entries of every column a
+    # statement assigns, changed or not (a receipt's update cost two index moves more).
+    submitted = [row for row in parts.values() if row[1] is not None or row[4] is not None]
     _values(
         conn,
         "UPDATE parts SET status = t.column1, smsc_id = coalesce(t.column2, smsc_id),"
         " smsc_key = coalesce(t.column3, smsc_key), error = t.column4,"
         " submitted_at = coalesce(t.column5, submitted_at) FROM (VALUES ",
         "(?, ?, ?, ?, ?, ?, ?)",
-        list(parts.values()),
+        submitted,
         ") AS t WHERE parts.message_id = t.column6 AND parts.idx = t.column7",
+    )
+    _values(
+        conn,
+        "UPDATE parts SET status = t.column1, error = t.column2 FROM (VALUES ",
+        "(?, ?, ?, ?)",
+        [
+            (row[0], row[3], row[5], row[6])
+            for row in parts.values()
+            if row[1] is None and row[4] is None
+        ],
+        ") AS t WHERE parts.message_id = t.column3 AND parts.idx = t.column4",
     )
     _values(
         conn,

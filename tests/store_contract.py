@@ -41,6 +41,7 @@ from queues.store import Store, TotpEnrollment
 __all__ = [
     "ContractStore",
     "Reopen",
+    "test_a_later_outcome_keeps_the_parts_smsc_id_and_submission",
     "test_accept_deferred_keeps_status_on_parts",
     "test_accept_then_get_message",
     "test_accepts_from_many_tasks_share_commits",
@@ -373,6 +374,31 @@ async def test_record_many_steps_of_one_part_in_one_call(store: ContractStore) -
     # The last submission counts for the frequency cap.
     sends = [s for s in await store.marketing_sends_since(t) if s[0] == tenant]
     assert sends == [(tenant, message.to, t + 4)]
+
+
+async def test_a_later_outcome_keeps_the_parts_smsc_id_and_submission(
+    store: ContractStore,
+) -> None:
+    """The SMSC id and submission time stay when a receipt's status comes in a later call (a
+    store may leave them out of that update): receipts still find the part, and the frequency
+    cap still counts the send."""
+    tenant = _tenant()
+    message = _message(tenant, klass=MessageClass.MARKETING)
+    await store.accept([message])
+    mid, t = message.id, message.created_at
+    await store.record([Transition(mid, Status.SUBMITTED, t + 1, 0, "00C0FFEE", whole=True)])
+    await store.record([Transition(mid, Status.UNDELIVERABLE, t + 2, 0, error="0x0b", whole=True)])
+    view = await store.get_message(tenant, mid)
+    assert view is not None and view.message.status is Status.UNDELIVERABLE
+    assert view.parts == (PartView(0, Status.UNDELIVERABLE, "00C0FFEE", "0x0b"),)
+    ref = await store.find_part(message_id_keys("c0ffee"))
+    assert ref is not None and (ref.message_id, ref.part, ref.status) == (
+        mid,
+        0,
+        Status.UNDELIVERABLE,
+    )
+    sends = [s for s in await store.marketing_sends_since(t) if s[0] == tenant]
+    assert sends == [(tenant, message.to, t + 1)]
 
 
 async def test_text_and_times_come_back_exactly(store: ContractStore) -> None:
