@@ -90,6 +90,9 @@ __all__ = ["Connection", "classify_bind_status"]
 logger = logging.getLogger(__name__)
 
 _RECEIVE_SIZE: Final = 65536
+# Parts sent in one go before the send loop lets other tasks run: a whole window at once
+# (100 parts, a few milliseconds) held up everything else, an OTP's accept among them.
+_SEND_SLICE: Final = 32
 _FLUSH_TIMEOUT_S: Final = 1.0  # for the last bytes (an unbind_resp, a generic_nack)
 _LAST_WORDS_S: Final = 0.2  # shielded unbind after a cancellation
 _THROTTLING: Final = frozenset(
@@ -585,6 +588,9 @@ class Connection:
                     return
                 now = trio.current_time()
                 budget = free if bucket is None else min(free, int(bucket.available(now)))
+                sliced = budget > _SEND_SLICE
+                if sliced:
+                    budget = _SEND_SLICE
                 while len(held) < budget:
                     more = source.get_nowait(route)
                     if more is None:
@@ -613,6 +619,8 @@ class Connection:
                 counters.max_in_flight = max(counters.max_in_flight, in_flight)
                 self._kick_timer()
                 rate.note_sent(now, counters.sent)
+                if sliced:
+                    await trio.lowlevel.checkpoint()  # the rest of the window after the others
         finally:
             if held:
                 now = trio.current_time()
