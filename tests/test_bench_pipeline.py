@@ -1,0 +1,30 @@
+"""``ulak bench pipeline`` runs end to end at a small size and reports every figure.
+
+The figures themselves are measurements (benchmarks print them; tests never time things);
+this checks that the measuring works: every message and OTP is accounted for.
+"""
+
+from __future__ import annotations
+
+import math
+
+from benchmarks.pipeline import run
+
+
+def test_the_pipeline_benchmark_reports_every_figure() -> None:
+    result = run(messages=1000, backlog=1000, memory_count=1000, as_json=True)
+    assert result["messages"] == 1000
+    for key in (
+        "msgs_per_s",
+        "commit_p99_ms",
+        "otp_p99_ms",
+        "otp_written_p50_ms",
+        "otp_written_p99_ms",
+        "otp_accept_p99_ms",
+        "bytes_per_queued_message",
+    ):
+        assert math.isfinite(result[key]) and result[key] > 0, key
+    # An OTP is written after its accept returns, and p50 is never above p99.
+    assert result["otp_accept_p50_ms"] <= result["otp_written_p50_ms"]
+    assert result["otp_written_p50_ms"] <= result["otp_written_p99_ms"]
+    assert result["rtt_ms"] == 5.0 and result["store"] == "sqlite"
