@@ -69,7 +69,10 @@ class Router:
         Raises:
             NoRouteError: no prefix matches ``destination`` at all.
         """
-        return next((r for r in self.chain(self.primary(destination).name) if is_up(r.name)), None)
+        primary = self.primary(destination)
+        if is_up(primary.name):  # nearly always: no chain to walk
+            return primary
+        return next((r for r in self.chain(primary.name) if is_up(r.name)), None)
 
     def chain(self, name: str) -> Iterator[RouteEntry]:
         """Route ``name``, then its backup, that one's backup, and so on (each once)."""
