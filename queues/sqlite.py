@@ -78,6 +78,8 @@ class SQLiteStore(GroupCommitWrites):
     Attributes:
         commits: transactions committed by the writer so far (group commit makes this far
             smaller than the number of write calls under load).
+        wal_restarts: times the writer copied the end of a long WAL so that its next
+            transaction would start the WAL over (see ``_checkpoint_loop``).
     """
 
     def __init__(self, connections: _Connections, *, max_batch: int, max_delay_s: float) -> None:
