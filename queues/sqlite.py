@@ -183,10 +183,10 @@ class SQLiteStore(GroupCommitWrites):
                     job.error = _store_error(job_exc)
 
     def _transaction(self, group: list[WriteJob], *, join: bool = False) -> None:
-        """Write ``group`` in one transaction. With ``join``, OTP accepts and the other
-        first-lane writes that queued meanwhile are written too, just before the commit, and
-        added to ``group`` (:meth:`GroupCommit.join_first`): they wait for this commit alone,
-        not for it and then one of their own."""
+        """Write ``group`` in one transaction. With ``join``, OTP accepts, transitions and the
+        other first- and urgent-lane writes that queued meanwhile are written too, just before
+        the commit, and added to ``group`` (:meth:`GroupCommit.join_waiting`): they wait for
+        this commit alone, not for it and then one of their own."""
         conn = self._conn
         results: dict[int, list[AcceptResult]] = {}
         if self._restart_wal:
@@ -198,7 +198,7 @@ class SQLiteStore(GroupCommitWrites):
         try:
             _write_jobs(conn, group, results)
             if join:
-                _write_jobs(conn, self._commit.join_first(group), results)
+                _write_jobs(conn, self._commit.join_waiting(group), results)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -97,17 +97,18 @@ async def test_urgent_work_skips_the_delay_and_bulk_waits_for_company(
     assert recorder.groups == [["record:r"], ["accept:bulk"]]
 
 
-async def test_first_lane_jobs_joined_into_a_running_group_share_its_fate() -> None:
-    """``join_first`` (a store's writer thread, before its commit) moves waiting OTP accepts
-    into the group under way: they are woken with it, fail with it, and leave no pending
-    count behind (the next bulk job still waits for company up to max_batch)."""
+async def test_waiting_jobs_joined_into_a_running_group_share_its_fate() -> None:
+    """``join_waiting`` (a store's writer thread, before its commit) moves waiting OTP accepts
+    and transitions into the group under way, not bulk accepts: they are woken with it, fail
+    with it, and leave no pending count behind (the next bulk job still waits for company up
+    to max_batch)."""
     outcomes: list[list[str]] = []
     release = trio.Event()
     commit: GroupCommit
 
     async def write(group: list[WriteJob]) -> None:
         await release.wait()
-        joined = commit.join_first(group)
+        joined = commit.join_waiting(group)
         outcomes.append([_name(job) for job in group])
         if any(_name(job) == "accept:bad" for job in group):
             raise RuntimeError("disk full")
@@ -127,11 +128,21 @@ async def test_first_lane_jobs_joined_into_a_running_group_share_its_fate() -> N
         nursery.start_soon(submit, _accept("bad"))
         await trio.testing.wait_all_tasks_blocked()
         nursery.start_soon(submit, _accept("otp", MessageClass.OTP))
+        nursery.start_soon(submit, _record("r1"))
+        nursery.start_soon(submit, _accept("bulk"))
         await trio.testing.wait_all_tasks_blocked()
         release.set()
         await trio.testing.wait_all_tasks_blocked()
         assert commit._pending_size == 0
         await submit(_accept("after", MessageClass.OTP))
         await commit.close()
-    assert outcomes == [["accept:bad", "accept:otp"], ["accept:after"]]
-    assert sorted(errors) == ["accept:bad: disk full", "accept:otp: disk full"]
+    assert outcomes == [
+        ["accept:bad", "accept:otp", "record:r1"],
+        ["accept:bulk"],
+        ["accept:after"],
+    ]
+    assert sorted(errors) == [
+        "accept:bad: disk full",
+        "accept:otp: disk full",
+        "record:r1: disk full",
+    ]
