@@ -13,6 +13,7 @@ Pure functions: no I/O, no clock.
 from __future__ import annotations
 
 import codecs
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -178,10 +179,20 @@ def _plan(
 ) -> tuple[bytes, ...]:
     """Cut ``units`` into air-interface parts: one if it fits with the national IEs alone."""
     count = len(units) // 2 if kind is UnitKind.UCS2 else len(units)
-    if count <= capacity(kind, udh_octets(national_ies)):
+    if count <= _capacities(kind, national_ies, method)[0]:
         return (units,)
-    per_part = capacity(kind, multipart_udh_octets(method, national_ies))
-    return tuple(split_units(units, kind, per_part))
+    return tuple(split_units(units, kind, _capacities(kind, national_ies, method)[1]))
+
+
+@functools.cache  # few combinations; asked for every message
+def _capacities(
+    kind: UnitKind, national_ies: tuple[InformationElement, ...], method: SegmentationMethod
+) -> tuple[int, int]:
+    """Units that fit one message alone, and each part of a multipart message."""
+    return (
+        capacity(kind, udh_octets(national_ies)),
+        capacity(kind, multipart_udh_octets(method, national_ies)),
+    )
 
 
 def _encode(text: str, encoding: TextEncoding, method: SegmentationMethod) -> EncodedText:
@@ -274,16 +285,11 @@ def choose_encoding(
     """
     method = SegmentationMethod(method)
     national_shift = NationalShift(national_shift)
-    candidates = [TextEncoding.GSM7]
-    if national_shift is not NationalShift.NONE:
-        candidates.append(TextEncoding.GSM7_TR_SINGLE)
-    if national_shift is NationalShift.TURKISH:
-        candidates.append(TextEncoding.GSM7_TR_LOCKING)
-    candidates.append(TextEncoding.UCS2)
     best: EncodedText | None = None
-    for encoding in candidates:
+    chars = set(text)
+    for encoding in _CANDIDATES[national_shift]:
         charset = _CHARSETS.get(encoding)
-        if charset is not None and not charset.can_encode(text):
+        if charset is not None and not charset.can_encode_all(chars):
             continue
         encoded = _encode(text, encoding, method)
         if best is None or encoded.parts < best.parts:
@@ -293,6 +299,23 @@ def choose_encoding(
     if best is None:  # UCS-2 only fails on lone surrogates, which no encoding carries
         raise UnencodableTextError(TextEncoding.UCS2.value, _lone_surrogates(text))
     return _check_length(best)
+
+
+_CANDIDATES = {
+    NationalShift.NONE: (TextEncoding.GSM7, TextEncoding.UCS2),
+    NationalShift.TURKISH_SINGLE: (
+        TextEncoding.GSM7,
+        TextEncoding.GSM7_TR_SINGLE,
+        TextEncoding.UCS2,
+    ),
+    NationalShift.TURKISH: (
+        TextEncoding.GSM7,
+        TextEncoding.GSM7_TR_SINGLE,
+        TextEncoding.GSM7_TR_LOCKING,
+        TextEncoding.UCS2,
+    ),
+}
+"""choose_encoding's candidates for each national_shift, in tie-break order."""
 
 
 def _lone_surrogates(text: str) -> str:

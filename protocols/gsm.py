@@ -25,6 +25,7 @@ tables carry it properly (single shift 0x1B 0x63, locking shift 0x60), and the e
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import cache
 from types import MappingProxyType
@@ -201,7 +202,12 @@ class GsmCharset:
 
     def can_encode(self, text: str) -> bool:
         """Whether every character of ``text`` is in this charset."""
-        return set(text) <= _fast_tables(self.locking_shift, self.single_shift)[0]
+        return self.can_encode_all(set(text))
+
+    def can_encode_all(self, chars: AbstractSet[str]) -> bool:
+        """Whether every character of ``chars`` (a text's set of characters) is in this
+        charset: one set made for several charsets asked about one text."""
+        return chars <= _fast_tables(self.locking_shift, self.single_shift)[0]
 
     def encode(self, text: str) -> bytes:
         """Encode to unpacked septets (one per octet); extension characters take two.

@@ -12,6 +12,7 @@ in as ``now``.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from protocols.gsm import LocalEncodingError, fill_bits, pack_septets
 from protocols.userdata import (
     MAX_PARTS,
     ConcatInfo,
+    InformationElement,
     SegmentationMethod,
     UnitKind,
     build_udh,
@@ -107,7 +109,7 @@ def segment(
             return udh + pack_septets(units, fill_bits(len(udh)))
         return udh + units
 
-    national_udh = build_udh(encoded.national_ies)
+    national_udh = _national_udh(encoded.national_ies)
     if method is SegmentationMethod.PAYLOAD:
         payload = user_data(national_udh, encoded.units)
         segments: tuple[Segment, ...] = (Segment(udhi=bool(national_udh), message_payload=payload),)
@@ -359,3 +361,8 @@ class Reassembler:
     def _partial(key: tuple[str, int, int], pending: _Pending) -> PartialMessage:
         source_addr, reference, total = key
         return PartialMessage(source_addr, reference, total, tuple(sorted(pending.texts.items())))
+
+
+@functools.cache  # a handful of table pairs; built for every message
+def _national_udh(ies: tuple[InformationElement, ...]) -> bytes:
+    return build_udh(ies)

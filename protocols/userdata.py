@@ -11,6 +11,7 @@ pair in 7-bit text and a surrogate pair in UTF-16 must stay in one part.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -145,6 +146,7 @@ def concat_ie(info: ConcatInfo, *, sixteen_bit: bool) -> InformationElement:
     return InformationElement(IEI_CONCAT_8BIT, bytes((info.reference, info.total, info.seqnum)))
 
 
+@functools.cache  # a handful of table pairs; IEs are immutable, so one tuple serves all
 def national_shift_ies(
     locking_shift: int | None, single_shift: int | None
 ) -> tuple[InformationElement, ...]:
