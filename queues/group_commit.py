@@ -75,6 +75,9 @@ class WriteJob:
     done: trio.Event = field(default_factory=trio.Event)
     results: list[AcceptResult] = field(default_factory=list)
     error: BaseException | None = None
+    on_committed: Callable[[], None] | None = None
+    """Called in the writer task as soon as the job is committed, before its caller resumes
+    (see :meth:`queues.store.Store.record`)."""
 
 
 class GroupCommit:
@@ -191,6 +194,11 @@ class GroupCommit:
                 self._pending_size -= sum(job.size for job in group[taken:])  # joined ones
                 for job in group:
                     job.done.set()
+                    if job.on_committed is not None and job.error is None:
+                        try:
+                            job.on_committed()
+                        except Exception:  # the caller's bug must not stop the writer
+                            logger.exception("%s: on_committed failed", self._name)
         finally:
             self._stopped.set()
 
@@ -263,12 +271,21 @@ class GroupCommitWrites:
         job = await self._commit.submit(WriteJob("accept", len(messages), messages=list(messages)))
         return job.results
 
-    async def record(self, transitions: Sequence[Transition]) -> None:
+    async def record(
+        self, transitions: Sequence[Transition], on_committed: Callable[[], None] | None = None
+    ) -> None:
         if not transitions:
             await trio.lowlevel.checkpoint()
+            if on_committed is not None:
+                on_committed()
             return
         await self._commit.submit(
-            WriteJob("record", len(transitions), transitions=list(transitions))
+            WriteJob(
+                "record",
+                len(transitions),
+                transitions=list(transitions),
+                on_committed=on_committed,
+            )
         )
 
     async def set_consent(self, record: ConsentRecord) -> None:

@@ -57,6 +57,7 @@ __all__ = [
     "test_marketing_sends_since",
     "test_otp_put_get_update_and_tenant_isolation",
     "test_parts_to_send",
+    "test_record_calls_on_committed_once_committed",
     "test_record_many_steps_of_one_part_in_one_call",
     "test_record_part_and_message_transitions",
     "test_record_unknown_message_is_ignored",
@@ -399,6 +400,31 @@ async def test_a_later_outcome_keeps_the_parts_smsc_id_and_submission(
     )
     sends = [s for s in await store.marketing_sends_since(t) if s[0] == tenant]
     assert sends == [(tenant, message.to, t + 1)]
+
+
+async def test_record_calls_on_committed_once_committed(store: ContractStore) -> None:
+    """``on_committed`` runs before ``record`` returns, once the rows are readable; with no
+    transitions at all, at once."""
+    tenant = _tenant()
+    message = _message(tenant)
+    await store.accept([message])
+    statuses: list[Status] = []
+
+    async def read_status() -> None:
+        view = await store.get_message(tenant, message.id)
+        assert view is not None
+        statuses.append(view.message.status)
+
+    calls: list[str] = []
+    t = message.created_at
+    await store.record(
+        [Transition(message.id, Status.SUBMITTED, t + 1, 0, "5", whole=True)],
+        on_committed=lambda: calls.append("submitted"),
+    )
+    await read_status()
+    await store.record([], on_committed=lambda: calls.append("nothing"))
+    assert calls == ["submitted", "nothing"]
+    assert statuses == [Status.SUBMITTED]
 
 
 async def test_text_and_times_come_back_exactly(store: ContractStore) -> None:

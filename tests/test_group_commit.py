@@ -146,3 +146,36 @@ async def test_waiting_jobs_joined_into_a_running_group_share_its_fate() -> None
         "accept:otp: disk full",
         "record:r1: disk full",
     ]
+
+
+async def test_on_committed_runs_in_the_writer_before_the_caller_resumes() -> None:
+    """A record's ``on_committed`` is called by the writer task right after the commit (the
+    pipeline frees window allowance there, a scheduler round before the caller wakes), and
+    never for a group that failed."""
+    seen: list[str] = []
+    fail = False
+
+    async def write(group: list[WriteJob]) -> None:
+        await trio.lowlevel.checkpoint()
+        if fail:
+            raise RuntimeError("disk full")
+
+    commit = GroupCommit(write, max_batch=10, max_delay_s=0.0, name="test", failure=lambda e: e)
+
+    async def submit(name: str) -> None:
+        job = _record(name)
+        job.on_committed = lambda: seen.append(f"{name}: committed")
+        try:
+            await commit.submit(job)
+        except RuntimeError:
+            seen.append(f"{name}: failed")
+        else:
+            seen.append(f"{name}: resumed")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(commit.run)
+        await submit("a")
+        fail = True
+        await submit("b")
+        await commit.close()
+    assert seen == ["a: committed", "a: resumed", "b: failed"]
