@@ -178,3 +178,55 @@ def test_ids_are_time_ordered_unique_and_carry_time_and_class() -> None:
         message_id = new_message_id(NOW + 0.5, klass)
         assert id_class(message_id) is klass
         assert id_accepted_at(message_id) == NOW + 0.5
+
+
+_OPTIONAL_TEXT = st.none() | st.text()
+
+
+@given(
+    to=st.text(),
+    text=st.text(),
+    klass=st.sampled_from(MessageClass),
+    sender=_OPTIONAL_TEXT,
+    reference=_OPTIONAL_TEXT,
+    not_before=st.none() | st.floats(allow_nan=False) | st.integers(),
+    valid_for_s=st.none() | st.integers(),
+    callback_url=_OPTIONAL_TEXT,
+)
+def test_fingerprint_is_the_hash_of_the_sorted_json_body(
+    to: str,
+    text: str,
+    klass: MessageClass,
+    sender: str | None,
+    reference: str | None,
+    not_before: float | None,
+    valid_for_s: int | None,
+    callback_url: str | None,
+) -> None:
+    """The idempotency fingerprint is written out by hand for speed; it must stay the hash
+    of ``json.dumps(body, sort_keys=True)``, which earlier versions stored."""
+    import hashlib
+    import json
+
+    request = MessageRequest(
+        to=to,
+        text=text,
+        klass=klass,
+        sender=sender,
+        reference=reference,
+        not_before=not_before,
+        valid_for_s=valid_for_s,
+        callback_url=callback_url,
+    )
+    body = {
+        "to": to,
+        "text": text,
+        "class": klass.value,
+        "from": sender,
+        "reference": reference,
+        "not_before": not_before,
+        "valid_for_s": valid_for_s,
+        "callback_url": callback_url,
+    }
+    expected = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    assert request.fingerprint() == expected
