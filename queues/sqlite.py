@@ -646,7 +646,9 @@ def _apply_transitions(conn: sqlite3.Connection, transitions: list[Transition]) 
             messages[t.message_id] = [t.status.value, t.at, t.message_id]
             if t.part is None:
                 continue
-        key = canonical_message_id(t.smsc_id) or None if t.smsc_id is not None else None
+        key = None
+        if t.smsc_id is not None:
+            key = canonical_message_id(t.smsc_id) or None  # an empty id has no key
         submitted_at = t.at if t.status is Status.SUBMITTED else None
         row = parts.get((t.message_id, t.part))
         if row is None:
