@@ -179,9 +179,10 @@ def _plan(
 ) -> tuple[bytes, ...]:
     """Cut ``units`` into air-interface parts: one if it fits with the national IEs alone."""
     count = len(units) // 2 if kind is UnitKind.UCS2 else len(units)
-    if count <= _capacities(kind, national_ies, method)[0]:
+    alone, per_part = _capacities(kind, national_ies, method)
+    if count <= alone:
         return (units,)
-    return tuple(split_units(units, kind, _capacities(kind, national_ies, method)[1]))
+    return tuple(split_units(units, kind, per_part))
 
 
 @functools.cache  # few combinations; asked for every message
