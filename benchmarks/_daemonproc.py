@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import select
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Final
 
 from benchmarks._simproc import terminate
+from gateway.childproc import read_line
 
 __all__ = ["API_KEY", "TENANT", "daemon_config", "start_daemon", "stop_daemon"]
 
@@ -86,15 +86,9 @@ def start_daemon(config: Path, log: Path | None) -> tuple[subprocess.Popen[str],
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-    assert proc.stdout is not None
     urls: dict[str, str] = {}
     deadline = time.monotonic() + 60
-    while (left := deadline - time.monotonic()) > 0:
-        if not select.select([proc.stdout], [], [], left)[0]:
-            break
-        line = proc.stdout.readline()
-        if not line:
-            break
+    while (line := read_line(proc, deadline)) is not None:
         name, sep, url = line.partition(" listening on ")
         if sep:
             urls[name.rsplit(" ", 1)[-1]] = url.strip()

@@ -6,7 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
+
+from gateway.childproc import read_line
 
 __all__ = ["cpu_seconds", "start_simulator", "stop_simulator", "terminate"]
 
@@ -23,8 +26,7 @@ def start_simulator(args: Sequence[str]) -> tuple[subprocess.Popen[str], int]:
     """Start ``python -m gateway.simulator --port 0 ARGS``; return it and the port it took."""
     cmd = [sys.executable, "-m", "gateway.simulator", "--port", "0", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
+    line = read_line(proc, time.monotonic() + 60) or ""
     if "listening on" not in line:
         proc.kill()
         raise RuntimeError(f"the simulator did not start: {line!r}")

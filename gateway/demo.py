@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import secrets
-import select
 import shutil
 import signal
 import subprocess
@@ -44,6 +43,8 @@ import trio
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+
+from gateway.childproc import read_line
 
 __all__ = ["DemoSummary", "pick_countries", "run_demo"]
 
@@ -162,15 +163,8 @@ def plan_messages(night: str, day: str) -> tuple[list[Planned], list[Planned]]:
 
 def _read_line(proc: subprocess.Popen[str], marker: str, timeout_s: float) -> str:
     """The first stdout line of ``proc`` containing ``marker``; RuntimeError on timeout/exit."""
-    assert proc.stdout is not None
     deadline = time.monotonic() + timeout_s
-    while (left := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select([proc.stdout], [], [], left)
-        if not ready:
-            break
-        line = proc.stdout.readline()
-        if not line:
-            break
+    while (line := read_line(proc, deadline)) is not None:
         if marker in line:
             return line.strip()
     proc.kill()
