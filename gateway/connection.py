@@ -16,12 +16,19 @@ message, no callbacks):
 - the **send loop** (transmitter and transceiver): waits until the window has room and the
   token bucket has a token, takes one part with ``await source.get()``, then as many more as
   the window and the tokens allow with ``get_nowait()``, encodes them and queues them at once;
-- ``deliver_workers`` **deliver workers** (receiver and transceiver): each awaits
-  ``sink.on_deliver`` for one deliver_sm, then sends the deliver_sm_resp with the status it
-  returned, so a receipt is stored before the SMSC hears we have it. The reader hands them
-  deliver_sm through an unbounded memory channel without blocking mid-chunk, and stops reading
-  the socket while ``deliver_queue_limit`` are pending (TCP then pushes back on the SMSC): a
-  slow store delays receipts, never the submit responses of the same chunk.
+- the **answerer** (receiver and transceiver): the reader offers each deliver_sm to
+  ``sink.deliver_now``, which handles a receipt of a part it knows there and then and returns
+  a commit ticket; the answerer sends the deliver_sm_resp of every such receipt once the store
+  has committed its ticket, a batch per commit. So a receipt is stored before the SMSC hears
+  we have it, and the receipts a bind can take per commit are bounded by the SMSC's deliver
+  window alone;
+- ``deliver_workers`` **deliver workers** (receiver and transceiver) for the rest (MO
+  messages, receipts whose part must be looked up in the store or has not had its
+  submit_sm_resp yet): each awaits ``sink.on_deliver`` for one deliver_sm, then sends the
+  deliver_sm_resp with the status it returned. The reader hands them deliver_sm through an
+  unbounded memory channel without blocking mid-chunk, and stops reading the socket while
+  ``deliver_queue_limit`` are pending on both paths (TCP then pushes back on the SMSC): a slow
+  store delays receipts, never the submit responses of the same chunk.
 
 The bind's task is the controller (:meth:`Connection.run`): bind, wait until the connection
 ends or a stop is requested, then the graceful stop (SMPP 3.4 §4.2): cancel the send loop, wait
@@ -168,8 +175,12 @@ class Connection:
         self._timer_at = math.inf
         self._timer_wake = trio.Event()
         self._deliver_in, self._deliver_out = trio.open_memory_channel[DeliverSm | DataSm](math.inf)
-        self._delivers_pending = 0
+        self._delivers_pending = 0  # deliver_sm not yet answered, on either path
         self._deliver_room = trio.Event()
+        # deliver_sm the sink handled at once (sink.deliver_now): (commit ticket, pdu, status),
+        # answered by the answerer once their transitions are committed.
+        self._answers: deque[tuple[int, DeliverSm | DataSm, int]] = deque()
+        self._answers_wake = trio.Event()
 
     # --- the controller ---------------------------------------------------------------------
 
@@ -186,6 +197,7 @@ class Connection:
                 if mode.transmits:
                     nursery.start_soon(self._send_loop)
                 if mode.receives:
+                    nursery.start_soon(self._answerer)
                     for _ in range(self._settings.deliver_workers):
                         nursery.start_soon(self._deliver_worker, self._deliver_out.clone())
                 while not (self.ended or bind.stopping):
@@ -447,7 +459,13 @@ class Connection:
         if isinstance(pdu, (DeliverSm, DataSm)):
             self._counters.delivers += 1
             self._delivers_pending += 1
-            self._deliver_in.send_nowait(pdu)
+            quick = self._sink.deliver_now(pdu, self._bind.name)
+            if quick is None:
+                self._deliver_in.send_nowait(pdu)
+            else:
+                status, ticket = quick
+                self._answers.append((ticket, pdu, status))
+                self._answers_wake.set()
         else:
             # alert_notification (§4.12) has no response; nothing else reaches us here.
             logger.info("%s: ignoring %s", self._bind.name, type(pdu).__name__)
@@ -628,6 +646,41 @@ class Connection:
                     self._sink.on_retry(part, 0.0, RetryReason.NOT_SENT, now)
 
     # --- receipts and MO --------------------------------------------------------------------
+
+    async def _answerer(self) -> None:
+        """Answer the deliver_sm handled in the reader (:meth:`_on_request`), in batches: each
+        commit of the store lets out every answer waiting for it, in one write."""
+        answers = self._answers
+        sink = self._sink
+        session = self.session
+        name = self._bind.name
+        while True:
+            if not answers:
+                self._answers_wake = trio.Event()
+                await self._answers_wake.wait()
+                continue
+            ticket = answers[0][0]
+            await sink.wait_committed(ticket)
+            now = trio.current_time()
+            chunks: list[bytes] = []
+            answered = 0
+            while answers and answers[0][0] <= ticket:
+                _, pdu, status = answers.popleft()
+                answered += 1
+                if status:
+                    self._counters.deliver_errors += 1
+                if self.ended:
+                    continue  # the connection is gone; the SMSC will deliver it again
+                try:
+                    chunks.append(session.send(response_for(pdu, status), now))
+                except LocalProtocolError as exc:
+                    logger.debug("%s: deliver_sm_resp not sent: %s", name, exc)
+            self._delivers_pending -= answered
+            self._deliver_room.set()
+            self._progress.set()
+            if chunks:
+                self._out.extend(chunks)
+                self._writer_wake.set()
 
     async def _deliver_worker(self, receive: trio.MemoryReceiveChannel[DeliverSm | DataSm]) -> None:
         sink = self._sink

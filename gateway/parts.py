@@ -112,3 +112,15 @@ class PartSink(Protocol):
         command_status for its response. The response is sent only after this returns, so a
         crash before then makes the SMSC deliver it again."""
         ...
+
+    def deliver_now(self, pdu: DeliverSm | DataSm, bind_name: str) -> tuple[int, int] | None:
+        """The quick path of :meth:`on_deliver`, called from the reader: handle ``pdu`` at
+        once if that needs no waiting but for a commit (a receipt of a part known in memory),
+        and return its command_status and a commit ticket: the response goes out once
+        :meth:`wait_committed` for that ticket returns. None: nothing was done, and the
+        deliver_sm goes to :meth:`on_deliver` instead."""
+        ...
+
+    async def wait_committed(self, ticket: int) -> None:
+        """Return once what :meth:`deliver_now` recorded under ``ticket`` is committed."""
+        ...

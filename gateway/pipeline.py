@@ -536,17 +536,8 @@ class Pipeline:
     async def on_deliver(self, pdu: DeliverSm | DataSm, bind_name: str) -> int:
         wall = self.wall()
         if pdu.esm_class & EsmClass.TYPE_MASK in _RECEIPT_TYPES:
-            try:
-                receipt = parse_receipt(
-                    pdu.short_message if isinstance(pdu, DeliverSm) else b"",
-                    receipted_message_id=pdu.tlvs.receipted_message_id,
-                    message_state=pdu.tlvs.message_state,
-                    esm_class=pdu.esm_class,
-                    data_coding=pdu.data_coding,
-                )
-            except ReceiptParseError as exc:
-                logger.warning("%s: unreadable receipt: %s", bind_name, exc)
-                self._count("receipts_unreadable")
+            receipt = self._parse_receipt(pdu, bind_name)
+            if receipt is None:
                 return _ESME_ROK  # answering an error would only make the SMSC send it again
             target = self.correlator.match(receipt)
             parts = 1
@@ -562,6 +553,36 @@ class Pipeline:
             self._apply_receipt(target, parts, receipt, wall)
             return await self._committed_now()
         return await self._on_mo(pdu, wall)
+
+    def deliver_now(self, pdu: DeliverSm | DataSm, bind_name: str) -> tuple[int, int] | None:
+        """A receipt whose part the correlator knows (the common case: its submit_sm_resp came
+        in this run) is applied here, in the bind's reader: its answer then waits only for
+        the commit, never for a deliver worker. Receipts for parts sent before a restart,
+        early receipts and MO messages go to :meth:`on_deliver`."""
+        if pdu.esm_class & EsmClass.TYPE_MASK not in _RECEIPT_TYPES:
+            return None
+        receipt = self._parse_receipt(pdu, bind_name)
+        if receipt is None:
+            return _ESME_ROK, -1  # nothing to store: answered at once
+        target = self.correlator.match(receipt)
+        if target is None:
+            return None  # the store is asked, or it is held (on_deliver parses it again)
+        self._apply_receipt(target, self._parts_of(target), receipt, self.wall())
+        return _ESME_ROK, self._commit_ticket()
+
+    def _parse_receipt(self, pdu: DeliverSm | DataSm, bind_name: str) -> Receipt | None:
+        try:
+            return parse_receipt(
+                pdu.short_message if isinstance(pdu, DeliverSm) else b"",
+                receipted_message_id=pdu.tlvs.receipted_message_id,
+                message_state=pdu.tlvs.message_state,
+                esm_class=pdu.esm_class,
+                data_coding=pdu.data_coding,
+            )
+        except ReceiptParseError as exc:
+            logger.warning("%s: unreadable receipt: %s", bind_name, exc)
+            self._count("receipts_unreadable")
+            return None
 
     async def _answer_when_matched(self, receipt: Receipt) -> int:
         """The answer to a receipt that came before its part's submit_sm_resp: given once the
@@ -682,14 +703,19 @@ class Pipeline:
             self.metrics.set_deferred(self.scheduler.deferred_count())
             self.metrics.pipeline_events(self.counts)
 
+    def _commit_ticket(self) -> int:
+        """The record batch whose commit covers every transition appended so far: the current
+        generation if any are pending, else the one being written (if any)."""
+        self._wake.set()
+        return self._generation if self._pending else self._generation - 1
+
+    async def wait_committed(self, ticket: int) -> None:
+        while self._committed < ticket:
+            await self._committed_event.wait()
+
     async def _committed_now(self) -> int:
         """Wait until every transition appended so far is committed; the status to answer."""
-        # Appended transitions go out with the current generation; with none appended, wait
-        # for the one being written (if any).
-        generation = self._generation if self._pending else self._generation - 1
-        self._wake.set()
-        while self._committed < generation:
-            await self._committed_event.wait()
+        await self.wait_committed(self._commit_ticket())
         return _ESME_ROK
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -22,7 +22,7 @@ from gateway.bindstate import BindMode, BindState, FailureKind, RouteSettings
 from gateway.parts import RetryReason
 from gateway.simulator import MoMessage, SimulatorHandle, SimulatorSettings, serve_simulator
 from gateway.workqueue import WorkQueue
-from protocols.constants import CommandStatus
+from protocols.constants import CommandStatus, EsmClass
 from protocols.pdu import (
     DataSm,
     DeliverSm,
@@ -243,6 +243,65 @@ async def test_receipts_and_mo_reach_the_sink_before_the_resp() -> None:
     bind = h.supervisor.stats().binds[0]
     assert bind.counters.delivers == count + len(mo)
     assert bind.counters.deliver_errors == 1
+
+
+async def test_receipts_taken_at_once_are_answered_per_commit() -> None:
+    """The reader's quick path (sink.deliver_now): each receipt's answer waits for its commit
+    ticket, answers go out as commits come, and MO messages still go through on_deliver."""
+    mo = (MoMessage(source_addr="905551112233", destination_addr="ULAK", text="merhaba"),)
+    count = 20
+
+    class Committing(WorkQueue):
+        """Takes receipts at once, under ticket 1, 2, 3...; commits when the test says."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.taken = 0
+            self.slow = 0
+            self.committed = 0
+            self._changed = trio.Event()
+
+        def deliver_now(self, pdu: DeliverSm | DataSm, bind_name: str) -> tuple[int, int] | None:
+            if pdu.esm_class & EsmClass.TYPE_MASK != EsmClass.TYPE_SMSC_DELIVERY_RECEIPT:
+                return None
+            self.taken += 1
+            return 0, self.taken
+
+        async def wait_committed(self, ticket: int) -> None:
+            while self.committed < ticket:
+                self._changed = trio.Event()
+                await self._changed.wait()
+
+        def commit_through(self, ticket: int) -> None:
+            self.committed = ticket
+            self._changed.set()
+
+        async def on_deliver(self, pdu: DeliverSm | DataSm, bind_name: str) -> int:
+            self.slow += 1
+            return await super().on_deliver(pdu, bind_name)
+
+    queue = Committing()
+    with trio.fail_after(TIMEOUT):
+        async with running(
+            lambda port: [route("a", port)], SimulatorSettings(mo_messages=mo), queue=queue
+        ) as h:
+            stats = h.sim.stats
+            await h.supervisor.wait_until_up("a")
+            h.queue.put_many(make_parts("a", count, registered_delivery=1))
+            while queue.taken < count or stats.deliver_sm_resp_ok < len(mo):
+                await trio.sleep(0.01)
+            await trio.sleep(0.05)  # time enough for a wrong answer to reach the SMSC
+            assert queue.slow == len(mo)  # the MO went to on_deliver, and was answered
+            assert stats.deliver_sm_resp_ok == len(mo)  # no receipt answered before its commit
+            queue.commit_through(count // 2)
+            while stats.deliver_sm_resp_ok < len(mo) + count // 2:
+                await trio.sleep(0.01)
+            await trio.sleep(0.05)
+            assert stats.deliver_sm_resp_ok == len(mo) + count // 2  # not one past the ticket
+            queue.commit_through(count)
+    # The graceful unbind waited for the rest of the answers.
+    assert stats.deliver_sm_resp_ok == count + len(mo)
+    assert h.supervisor.stats().binds[0].counters.delivers == count + len(mo)
 
 
 # --- a scripted SMSC: garbage, generic_nack, timeouts ------------------------------------------

@@ -217,6 +217,33 @@ async def test_an_early_receipt_is_answered_only_once_it_is_stored(tmp_path: Pat
         assert view is not None and view.message.status is Status.DELIVERED
 
 
+async def test_a_known_parts_receipt_is_applied_at_once_and_answered_after_its_commit(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, binds=False) as r:
+        message_id = await r.send("Hizli rapor")
+        op = r.pipeline.get_nowait("sim")
+        assert op is not None
+        r.pipeline.on_submitted(op, "0c0ffee", "t", trio.current_time())
+        quick = r.pipeline.deliver_now(_receipt_pdu("0C0FFEE", "DELIVRD"), "t")
+        assert quick is not None
+        status, ticket = quick
+        assert status == 0
+        await r.pipeline.wait_committed(ticket)
+        # Nothing else was awaited: the ticket alone says when the answer may go out.
+        view = await r.store.get_message(r.tenant.name, message_id)
+        assert view is not None and view.message.status is Status.DELIVERED
+        # What needs a store lookup or a wait is left to on_deliver, untouched.
+        assert r.pipeline.deliver_now(_receipt_pdu("FFFF02", "DELIVRD"), "t") is None
+        assert r.pipeline.correlator.held == 0
+        mo = DeliverSm(source_addr="905321234567", short_message=b"DURDUR")
+        assert r.pipeline.deliver_now(mo, "t") is None
+        # An unreadable receipt is answered at once: there is nothing to store.
+        garbage = DeliverSm(esm_class=EsmClass.TYPE_SMSC_DELIVERY_RECEIPT, short_message=b"?")
+        assert r.pipeline.deliver_now(garbage, "t") == (0, -1)
+        assert r.pipeline.counts["receipts_unreadable"] == 1
+
+
 async def test_an_early_receipt_never_matched_is_answered_after_the_wait(tmp_path: Path) -> None:
     async with running(tmp_path, binds=False, pipeline={"early_receipt_wait_s": 0.05}) as r:
         answer = await r.pipeline.on_deliver(_receipt_pdu("FFFF01", "DELIVRD"), "t")
