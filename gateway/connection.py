@@ -652,8 +652,6 @@ class Connection:
         commit of the store lets out every answer waiting for it, in one write."""
         answers = self._answers
         sink = self._sink
-        session = self.session
-        name = self._bind.name
         while True:
             if not answers:
                 self._answers_wake = trio.Event()
@@ -663,21 +661,11 @@ class Connection:
             await sink.wait_committed(ticket)
             now = trio.current_time()
             chunks: list[bytes] = []
-            answered = 0
             while answers and answers[0][0] <= ticket:
                 _, pdu, status = answers.popleft()
-                answered += 1
-                if status:
-                    self._counters.deliver_errors += 1
-                if self.ended:
-                    continue  # the connection is gone; the SMSC will deliver it again
-                try:
-                    chunks.append(session.send(response_for(pdu, status), now))
-                except LocalProtocolError as exc:
-                    logger.debug("%s: deliver_sm_resp not sent: %s", name, exc)
-            self._delivers_pending -= answered
-            self._deliver_room.set()
-            self._progress.set()
+                data = self._deliver_answer(pdu, status, now)
+                if data:
+                    chunks.append(data)
             if chunks:
                 self._out.extend(chunks)
                 self._writer_wake.set()
@@ -685,21 +673,25 @@ class Connection:
     async def _deliver_worker(self, receive: trio.MemoryReceiveChannel[DeliverSm | DataSm]) -> None:
         sink = self._sink
         name = self._bind.name
-        session = self.session
         async with receive:
             async for pdu in receive:
                 # Stored first, answered second: if we crash in between, the SMSC re-delivers.
                 status = await sink.on_deliver(pdu, name)
-                self._delivers_pending -= 1
-                self._deliver_room.set()
-                self._progress.set()
-                if status:
-                    self._counters.deliver_errors += 1
-                if self.ended:
-                    continue  # the connection is gone; the SMSC will deliver it again
-                try:
-                    data = session.send(response_for(pdu, status), trio.current_time())
-                except LocalProtocolError as exc:
-                    logger.debug("%s: deliver_sm_resp not sent: %s", name, exc)
-                else:
+                data = self._deliver_answer(pdu, status, trio.current_time())
+                if data:
                     self.write(data)
+
+    def _deliver_answer(self, pdu: DeliverSm | DataSm, status: int, now: float) -> bytes:
+        """Count a deliver_sm as handled; its deliver_sm_resp, or b"" when none can go."""
+        self._delivers_pending -= 1
+        self._deliver_room.set()
+        self._progress.set()
+        if status:
+            self._counters.deliver_errors += 1
+        if self.ended:
+            return b""  # the connection is gone; the SMSC will deliver it again
+        try:
+            return self.session.send(response_for(pdu, status), now)
+        except LocalProtocolError as exc:
+            logger.debug("%s: deliver_sm_resp not sent: %s", self._bind.name, exc)
+            return b""
