@@ -148,6 +148,34 @@ async def test_waiting_jobs_joined_into_a_running_group_share_its_fate() -> None
     ]
 
 
+async def test_a_first_lane_group_joins_only_first_lane_jobs() -> None:
+    """An OTP's own transaction stays small: OTP accepts queued meanwhile join it, but the
+    transitions waiting in the urgent lane (hundreds of rows under load, milliseconds of
+    writing) wait for the next group rather than holding the OTP's commit back."""
+    joined_names: list[list[str]] = []
+    release = trio.Event()
+    commit: GroupCommit
+
+    async def write(group: list[WriteJob]) -> None:
+        if not joined_names:
+            await release.wait()
+        joined_names.append([_name(job) for job in commit.join_waiting(group)])
+
+    commit = GroupCommit(write, max_batch=10, max_delay_s=0.0, name="test", failure=lambda e: e)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(commit.run)
+        nursery.start_soon(commit.submit, _accept("otp1", MessageClass.OTP))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(commit.submit, _record("r1"))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(commit.submit, _accept("otp2", MessageClass.OTP))
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+        await trio.testing.wait_all_tasks_blocked()
+        await commit.close()
+    assert joined_names == [["accept:otp2"], []]  # r1 went in a group of its own
+
+
 async def test_on_committed_runs_in_the_writer_before_the_caller_resumes() -> None:
     """A record's ``on_committed`` is called by the writer task right after the commit (the
     pipeline frees window allowance there, a scheduler round before the caller wakes), and
