@@ -15,7 +15,6 @@ message's part count and the SAR values.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import json
 import os
@@ -145,11 +144,6 @@ class Composed:
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 
 
-@functools.lru_cache(maxsize=4096)
-def _region_of(calling_code: int) -> bool:
-    return calling_code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE
-
-
 def new_message_id(now: float, klass: MessageClass) -> str:
     """A 32-hex-digit id: 48 bits of milliseconds, the class (one digit), 76 random bits.
 
@@ -225,7 +219,7 @@ def normalise_msisdn(number: str) -> str:
         digits = raw[1:]
         for size in (1, 2, 3):
             code = int(digits[:size])
-            if _region_of(code):
+            if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
                 parsed = phonenumbers.PhoneNumber(
                     country_code=code,
                     national_number=int(digits[size:]),

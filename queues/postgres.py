@@ -31,7 +31,7 @@ import asyncpg
 import trio
 import trio_asyncio
 
-from protocols.receipts import message_id_keys
+from protocols.receipts import canonical_message_id
 from queues.group_commit import (
     GroupCommit,
     GroupCommitWrites,
@@ -744,10 +744,8 @@ async def _apply_transitions(conn: Conn, transitions: list[Transition]) -> None:
                 continue
         key = (t.message_id, t.part)
         smsc_id = t.smsc_id
-        smsc_key = None
-        if smsc_id is not None:
-            keys = message_id_keys(smsc_id)
-            smsc_key = keys[0] if keys else None
+        # An empty id has no key (as in the SQLite store).
+        smsc_key = canonical_message_id(smsc_id) or None if smsc_id is not None else None
         submitted_at = float(t.at) if t.status is Status.SUBMITTED else None
         before = parts.get(key)
         if before is not None:
