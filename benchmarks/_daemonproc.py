@@ -4,7 +4,6 @@ in a folder (one tenant, one route to the simulator, durable SQLite), start and 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from typing import Final
 
 from benchmarks._simproc import terminate
 from gateway.childproc import read_line
+from gateway.localconfig import simulator_config
 
 __all__ = ["API_KEY", "TENANT", "daemon_config", "start_daemon", "stop_daemon"]
 
@@ -33,44 +33,19 @@ def daemon_config(
     api_key: str = API_KEY,
     sender: str = "ULAK",
 ) -> Path:
-    """Write ``folder/ulak.toml`` (store ``folder/ulak.db``, one tenant, one route to the
-    simulator at ``port``); return its path.
-
-    Args:
-        route_extra: more TOML keys of the route (e.g. ``"tps = 50"``).
-        extra: more TOML tables, at the end (e.g. ``[redis]``).
-    """
-    path = folder / "ulak.toml"
-    digest = hashlib.sha256(api_key.encode()).hexdigest()
-    path.write_text(
-        f"""
-[http]
-listen = "127.0.0.1:0"
-[store]
-url = "sqlite://{folder / "ulak.db"}"
-[quiet_hours]
-enabled = false
-[[tenants]]
-name = "{tenant}"
-api_key_sha256 = "{digest}"
-require_opt_in = false
-default_sender = "{sender}"
-[[routes]]
-name = "sim"
-prefixes = [""]
-host = "127.0.0.1"
-port = {port}
-system_id = "ulak"
-password = "secret"
-bind = "transceiver"
-binds = {binds}
-window = {window}
-{route_extra}
-{extra}
-""",
-        encoding="utf-8",
+    """:func:`gateway.localconfig.simulator_config` with the benchmarks' tenant and key, quiet
+    hours off."""
+    return simulator_config(
+        folder,
+        port,
+        tenant=tenant,
+        api_key=api_key,
+        sender=sender,
+        binds=binds,
+        window=window,
+        route_extra=route_extra,
+        extra=extra,
     )
-    return path
 
 
 def start_daemon(config: Path, log: Path | None) -> tuple[subprocess.Popen[str], dict[str, str]]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 import secrets
@@ -45,12 +44,22 @@ from rich.live import Live
 from rich.table import Table
 
 from gateway.childproc import read_line
+from gateway.localconfig import simulator_config
 
 __all__ = ["DemoSummary", "pick_countries", "run_demo"]
 
 SENDER: Final = "ULAK"
 QUIET_START: Final = dt.time(21, 0)
 QUIET_END: Final = dt.time(9, 0)
+# A route like an operator's: a TPS limit the simulator's throttling meets, Turkish shift tables.
+_ROUTE_EXTRA: Final = """
+tps = 40
+national_shift = "turkish"
+response_timeout_s = 5
+shutdown_grace_s = 3
+throttle_hold_s = 0.5
+throttle_retry_s = 0.3
+"""
 DEADLINE_S: Final = 45.0
 """Stop waiting for final statuses after this long (the demo must end within a minute)."""
 POLL_INTERVAL_S: Final = 0.4
@@ -198,45 +207,6 @@ def _smsc_counters(output: str) -> dict[str, int]:
     return counters
 
 
-def _config(folder: Path, smsc_port: int, api_key: str) -> Path:
-    path = folder / "ulak.toml"
-    digest = hashlib.sha256(api_key.encode()).hexdigest()
-    path.write_text(
-        f"""
-[http]
-listen = "127.0.0.1:0"
-[store]
-url = "sqlite://{folder / "ulak.db"}"
-[quiet_hours]
-start = "{QUIET_START:%H:%M}"
-end = "{QUIET_END:%H:%M}"
-[[tenants]]
-name = "demo"
-api_key_sha256 = "{digest}"
-require_opt_in = false
-default_sender = "{SENDER}"
-[[routes]]
-name = "simulator"
-prefixes = [""]
-host = "127.0.0.1"
-port = {smsc_port}
-system_id = "ulak"
-password = "secret"
-bind = "transceiver"
-binds = 2
-window = 10
-tps = 40
-national_shift = "turkish"
-response_timeout_s = 5
-shutdown_grace_s = 3
-throttle_hold_s = 0.5
-throttle_retry_s = 0.3
-""",
-        encoding="utf-8",
-    )
-    return path
-
-
 @dataclass(slots=True)
 class _Processes:
     simulator: subprocess.Popen[str] | None = None
@@ -280,7 +250,18 @@ def _processes(folder: Path, api_key: str, opt_out: str) -> Iterator[_Processes]
         )
         line = _read_line(procs.simulator, "listening on", 15)
         procs.smsc_port = int(line.rsplit(":", 1)[1])
-        config = _config(folder, procs.smsc_port, api_key)
+        config = simulator_config(
+            folder,
+            procs.smsc_port,
+            tenant="demo",
+            api_key=api_key,
+            sender=SENDER,
+            route="simulator",
+            binds=2,
+            window=10,
+            quiet_hours=(QUIET_START, QUIET_END),
+            route_extra=_ROUTE_EXTRA,
+        )
         with (folder / "daemon.log").open("w") as log:
             procs.daemon = subprocess.Popen(
                 [sys.executable, "-m", "gateway.cli", "run", "-c", str(config)],
