@@ -28,3 +28,13 @@ def test_the_pipeline_benchmark_reports_every_figure() -> None:
     assert result["otp_accept_p50_ms"] <= result["otp_written_p50_ms"]
     assert result["otp_written_p50_ms"] <= result["otp_written_p99_ms"]
     assert result["rtt_ms"] == 5.0 and result["store"] == "sqlite"
+    # The sending rate split at the end of the accepts accounts for every message.
+    accepting_s = result["messages"] / result["accept_msgs_per_s"]
+    after_s = result["messages"] / result["msgs_per_s"] - accepting_s
+    assert result["submit_while_accepting_per_s"] >= 0
+    assert result["submit_after_accepting_per_s"] > 0
+    sent = (
+        result["submit_while_accepting_per_s"] * accepting_s
+        + result["submit_after_accepting_per_s"] * after_s
+    )
+    assert math.isclose(sent, result["messages"], rel_tol=1e-6)
