@@ -744,8 +744,9 @@ async def _apply_transitions(conn: Conn, transitions: list[Transition]) -> None:
                 continue
         key = (t.message_id, t.part)
         smsc_id = t.smsc_id
-        # An empty id has no key (as in the SQLite store).
-        smsc_key = canonical_message_id(smsc_id) or None if smsc_id is not None else None
+        smsc_key = None
+        if smsc_id is not None:
+            smsc_key = canonical_message_id(smsc_id) or None  # an empty id has no key
         submitted_at = float(t.at) if t.status is Status.SUBMITTED else None
         before = parts.get(key)
         if before is not None:
