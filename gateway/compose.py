@@ -31,6 +31,7 @@ from gateway.config import RouteConfig, TenantConfig
 from gateway.msisdn import is_valid
 from protocols.constants import EsmClass
 from protocols.encoding import EncodedText, choose_encoding
+from protocols.frozen import fast_init
 from protocols.gsm import LocalEncodingError
 from protocols.pdu import SubmitSm
 from protocols.segmentation import segment
@@ -90,6 +91,7 @@ class ComposeError(ValueError):
         self.until = until  # a refusal that passes with time: when (epoch seconds), if known
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class MessageRequest:
     """One message as a client asks for it (the body of ``POST /v1/messages``)."""
@@ -132,6 +134,7 @@ def _json(value: object) -> str:
     return json.dumps(value)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Composed:
     """A validated, encoded message and the route its encoding was made for."""

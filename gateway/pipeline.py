@@ -48,6 +48,7 @@ from gateway.router import NoRouteError, RouteEntry, Router
 from gateway.scheduler import Scheduler
 from protocols.constants import EsmClass, MessageState
 from protocols.encoding import choose_encoding, decode_short_message
+from protocols.frozen import fast_init
 from protocols.pdu import DataSm, DeliverSm
 from protocols.receipts import Receipt, ReceiptParseError, message_id_keys, parse_receipt
 from protocols.segmentation import ReferenceAllocator
@@ -92,6 +93,7 @@ _RECEIPT_TYPES = frozenset(
 )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AcceptItem:
     """The answer for one request of a batch: accepted (``result``) or refused (``error``)."""

@@ -22,11 +22,13 @@ from dataclasses import dataclass
 import trio
 
 from gateway.parts import OutboundPart, PartId
+from protocols.frozen import fast_init
 from protocols.pdu import DataSm, DeliverSm
 
 __all__ = ["Delivery", "Retry", "Submission", "WorkQueue"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Submission:
     """One ``on_submitted``: the SMSC took the part under ``message_id``."""
@@ -37,6 +39,7 @@ class Submission:
     at: float
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Retry:
     """One ``on_retry``."""
@@ -47,6 +50,7 @@ class Retry:
     at: float
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One ``on_deliver`` and the status it answered."""

@@ -18,6 +18,7 @@ from typing import Final
 
 from ._state import SessionState
 from .errors import RemoteProtocolError
+from .frozen import fast_init
 from .pdu import Pdu
 
 __all__ = [
@@ -64,6 +65,7 @@ class Event:
 # --- requests from the peer -------------------------------------------------------------------
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RequestReceived(Event):
     """The peer sent a request the application must act on: submit_sm, submit_multi, data_sm,
@@ -117,6 +119,7 @@ class UnbindRequested(Event):
 # --- answers to our requests ------------------------------------------------------------------
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ResponseReceived(Event):
     """A response matched one of our outstanding requests by sequence number; its window slot is

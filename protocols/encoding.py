@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from protocols.frozen import fast_init
 from protocols.gsm import (
     TURKISH,
     GsmCharset,
@@ -130,6 +131,7 @@ _DATA_CODING = {
 }
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EncodedText:
     """A text encoded for sending, with what segmentation needs.

@@ -35,6 +35,7 @@ from typing import Final, Literal, NamedTuple
 
 from .constants import EsmClass, MessageState
 from .errors import LocalProtocolError
+from .frozen import fast_init
 
 __all__ = [
     "FINAL_STATES",
@@ -136,6 +137,7 @@ class NetworkError(NamedTuple):
     error_code: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Receipt:
     """One delivery receipt, from its TLVs and its text.

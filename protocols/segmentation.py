@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 
 from protocols.encoding import EncodedText, TextEncoding, join_part_texts
+from protocols.frozen import fast_init
 from protocols.gsm import LocalEncodingError, fill_bits, pack_septets
 from protocols.userdata import (
     MAX_PARTS,
@@ -43,6 +44,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Segment:
     """What one submit_sm carries of a message.
@@ -64,6 +66,7 @@ class Segment:
     message_payload: bytes | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SegmentedMessage:
     """A message ready to become submit_sm PDUs, one per segment, all with ``data_coding``."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from protocols.frozen import fast_init
+
 __all__ = [
     "FINAL_STATUSES",
     "AcceptOutcome",
@@ -89,6 +91,7 @@ def worst_status(statuses: list[Status] | tuple[Status, ...]) -> Status:
     return min(pool, key=_SEVERITY.__getitem__)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class NewMessage:
     """A message the pipeline has validated and encoded, ready for the durable accept."""
@@ -127,12 +130,14 @@ class AcceptOutcome(enum.StrEnum):
     """The idempotency key was seen with a different body: nothing stored."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class AcceptResult:
     id: str
     outcome: AcceptOutcome
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Transition:
     """One status change, of a whole message (``part`` None) or of one part (0-based index).
@@ -152,6 +157,7 @@ class Transition:
     updates both rows from it and keeps one history row, read back as both events."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PartRef:
     """A stored part found by its SMSC message id."""
