@@ -28,7 +28,7 @@ from typing import NamedTuple, cast
 import phonenumbers
 
 from gateway.config import RouteConfig, TenantConfig
-from gateway.msisdn import is_valid
+from gateway.msisdn import is_valid_national, may_strip_national_prefix
 from protocols.constants import EsmClass
 from protocols.encoding import EncodedText, choose_encoding
 from protocols.frozen import fast_init
@@ -207,9 +207,11 @@ def normalise_msisdn(number: str) -> str:
     """E.164 with ``+`` for a valid number.
 
     Canonical input (``+`` and digits) is split into country code and national number here
-    and only validated (:func:`gateway.msisdn.is_valid`): phonenumbers' full ``parse`` costs
-    twice the validation, and the API sees canonical numbers almost always. Anything else
-    (spaces, dashes) takes the full parse.
+    and only validated (:func:`gateway.msisdn.is_valid_national`): phonenumbers' full
+    ``parse`` costs twice the validation, and the API sees canonical numbers almost always.
+    Anything else (spaces, dashes, a national prefix written in) takes the full parse.
+    Either way the E.164 form is ``+``, the calling code and the national significant
+    number, as phonenumbers writes it.
 
     Raises:
         ComposeError: not a number, or not a valid one.
@@ -217,28 +219,29 @@ def normalise_msisdn(number: str) -> str:
     raw = number.strip()
     if not raw.startswith("+"):
         raise ComposeError("to", f"{number!r} is not in E.164 form (it must start with +)")
-    parsed: phonenumbers.PhoneNumber | None = None
-    if _E164.fullmatch(raw):
-        digits = raw[1:]
-        for size in (1, 2, 3):
-            code = int(digits[:size])
-            if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
-                parsed = phonenumbers.PhoneNumber(
-                    country_code=code,
-                    national_number=int(digits[size:]),
-                    italian_leading_zero=digits[size] == "0" or None,
-                )
-                break
-        if parsed is None:
-            raise ComposeError("to", f"{number!r} has no known country calling code")
-    else:
+    split = _split_e164(raw[1:], number) if _E164.fullmatch(raw) else None
+    if split is None:
         try:
             parsed = phonenumbers.parse(raw, None)
         except phonenumbers.NumberParseException as exc:
             raise ComposeError("to", f"{number!r} is not a phone number: {exc}") from None
-    if not is_valid(parsed):
+        split = parsed.country_code or 0, phonenumbers.national_significant_number(parsed)
+    code, national = split
+    if not is_valid_national(code, national):
         raise ComposeError("to", f"{number!r} is not a valid number for its country code")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return f"+{code}{national}"
+
+
+def _split_e164(digits: str, number: str) -> tuple[int, str] | None:
+    """The calling code and national significant number of ``digits`` (E.164 without the
+    ``+``), or None where phonenumbers' parse may read a national prefix into the digits
+    (:func:`gateway.msisdn.may_strip_national_prefix`): the full parse then decides."""
+    for size in (1, 2, 3):
+        code = int(digits[:size])
+        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            national = digits[size:]  # 4 digits or more (_E164)
+            return None if may_strip_national_prefix(code, national) else (code, national)
+    raise ComposeError("to", f"{number!r} has no known country calling code")
 
 
 def compose(

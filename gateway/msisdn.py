@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import phonenumbers
 from phonenumbers import PhoneMetadata, PhoneNumberDesc
 
-__all__ = ["is_valid"]
+__all__ = ["is_valid", "is_valid_national", "may_strip_national_prefix"]
 
 
 def is_valid(number: phonenumbers.PhoneNumber) -> bool:
@@ -25,10 +25,15 @@ def is_valid(number: phonenumbers.PhoneNumber) -> bool:
     code = number.country_code
     if code is None:
         return False
+    return is_valid_national(code, phonenumbers.national_significant_number(number))
+
+
+def is_valid_national(code: int, nsn: str) -> bool:
+    """:func:`is_valid` of the number with calling code ``code`` and national significant
+    number ``nsn`` (digits, with the leading zero of a number that has one)."""
     regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code)
     if not regions:
         return False
-    nsn = phonenumbers.national_significant_number(number)
     if len(regions) == 1:
         rules = _rules(regions[0], code)
         return rules is not None and rules.valid(nsn)
@@ -45,6 +50,27 @@ def is_valid(number: phonenumbers.PhoneNumber) -> bool:
         elif rules.valid(nsn):
             return True
     return False
+
+
+def may_strip_national_prefix(code: int, national: str) -> bool:
+    """Whether phonenumbers' parse might take ``national`` (after ``+code``) for a number
+    with a national prefix written in (``+90 0532...``, ``+7 8...``) and strip or rewrite
+    its start: the region's prefix pattern matches a non-empty start of it. Only then can
+    the national significant number differ from the digits as written."""
+    pattern = _national_prefix(code)
+    if pattern is None:
+        return False
+    match = pattern.match(national)
+    return match is not None and match.end() > 0
+
+
+@functools.cache
+def _national_prefix(code: int) -> re.Pattern[str] | None:
+    region = phonenumbers.region_code_for_country_code(code)
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(code, region)
+    if metadata is None or not metadata.national_prefix_for_parsing:
+        return None
+    return re.compile(metadata.national_prefix_for_parsing)
 
 
 @dataclass(frozen=True, slots=True)

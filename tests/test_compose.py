@@ -6,7 +6,7 @@ from typing import Any
 
 import phonenumbers
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.compose import (
@@ -26,6 +26,7 @@ from gateway.compose import (
 from gateway.config import RouteConfig, Settings, parse_config
 from protocols.constants import EsmClass
 from queues.model import MessageClass, Status
+from tests.test_msisdn import near_real_numbers
 
 NOW = 1_790_000_000.0
 
@@ -79,6 +80,26 @@ def test_the_fast_path_agrees_with_phonenumbers(number: str) -> None:
     except ComposeError:
         got = None
     assert got == expected
+
+
+@settings(max_examples=1000)
+@given(near_real_numbers(), st.booleans())
+def test_numbers_near_real_ones_agree_with_phonenumbers(number: str, spaced: bool) -> None:
+    """Valid and invalid numbers of every region (Italian leading zeros among them), on the
+    canonical path and, spaced out, on the full parse."""
+    asked = f"{number[:3]} {number[3:]}" if spaced else number
+    try:
+        got: str | None = normalise_msisdn(asked)
+    except ComposeError:
+        got = None
+    assert got == _reference(number)
+
+
+def test_a_national_prefix_written_after_the_country_code_is_dropped_as_phonenumbers_does() -> None:
+    assert normalise_msisdn("+9005321234567") == "+905321234567"
+    assert normalise_msisdn("+400211234567") == "+40211234567"
+    assert normalise_msisdn("+390612345678") == "+390612345678"  # Italy keeps its 0
+    assert normalise_msisdn("+2618201234") == "+261208201234"  # Madagascar's old numbering
 
 
 @pytest.mark.parametrize(
