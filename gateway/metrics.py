@@ -179,7 +179,8 @@ class Metrics:
         self._events = Counter(
             "ulak_pipeline_events_total",
             "Pipeline events by kind, e.g. parts_rerouted (moved to a backup route),"
-            " receipts_held (early receipts), receipts_answered_unmatched, duplicate_risk.",
+            " receipts_held (early receipts), receipts_answered_unmatched, receipts_expired (held"
+            " past early_receipt_hold_s), duplicate_risk.",
             ["event"],
             registry=r,
         )

@@ -724,10 +724,34 @@ class Pipeline:
         """The recorder (transitions to the store, in groups) and the scheduler's timer."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.scheduler.run)
+            nursery.start_soon(self._expire_loop)
             if self.settings.pipeline.reroute_after_s > 0:
                 nursery.start_soon(self._reroute_loop)
             task_status.started()
             await self._record_loop(nursery)
+
+    async def _expire_loop(self) -> None:
+        """Now and then, :meth:`expire_receipts`: often enough that a held receipt outlives
+        ``early_receipt_hold_s`` by at most a quarter of it (and never by more than a minute)."""
+        period = min(self.settings.pipeline.early_receipt_hold_s / 4, 60.0)
+        while True:
+            await trio.sleep(period)
+            self.expire_receipts()
+
+    def expire_receipts(self) -> int:
+        """Drop the early receipts held longer than ``early_receipt_hold_s`` (counted as
+        ``receipts_expired``: no part ever claimed them) and let the correlator forget old
+        submissions (their receipts are then matched through the store). Returns how many
+        receipts were dropped."""
+        dropped = self.correlator.expire(self.wall())
+        if dropped:
+            self._count("receipts_expired", len(dropped))
+            logger.warning(
+                "%d early receipts matched no submission within %g s and were dropped",
+                len(dropped),
+                self.settings.pipeline.early_receipt_hold_s,
+            )
+        return len(dropped)
 
     async def _reroute_loop(self) -> None:
         """Move the queued parts of a route that has been down for ``reroute_after_s`` to the

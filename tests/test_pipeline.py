@@ -252,6 +252,24 @@ async def test_an_early_receipt_never_matched_is_answered_after_the_wait(tmp_pat
         assert r.pipeline.correlator.held == 1  # still held, for a later submit_sm_resp
 
 
+async def test_an_unclaimed_early_receipt_is_dropped_after_the_hold(tmp_path: Path) -> None:
+    pipeline = {"early_receipt_wait_s": 0, "early_receipt_hold_s": 0.2}
+    async with running(tmp_path, binds=False, pipeline=pipeline) as r:
+        message_id = await r.send("Geç gelen yanıt")
+        op = r.pipeline.get_nowait("sim")
+        assert op is not None
+        assert await r.pipeline.on_deliver(_receipt_pdu("FFFF03", "DELIVRD"), "t") == 0
+        assert r.pipeline.correlator.held == 1
+        with trio.fail_after(10):
+            while r.pipeline.correlator.held:  # the pipeline's own housekeeping drops it
+                await trio.sleep(0.01)
+        assert r.pipeline.counts["receipts_expired"] == 1
+        # Its submit_sm_resp comes too late: the part is submitted, not delivered.
+        r.pipeline.on_submitted(op, "ffff03", "t", trio.current_time())
+        view = await r.wait_status(message_id, lambda s: s is Status.SUBMITTED)
+    assert view.parts[0].status is Status.SUBMITTED
+
+
 async def test_a_multipart_message_takes_its_worst_part_status(tmp_path: Path) -> None:
     async with running(tmp_path, sim={"receipts": False}) as r:
         message_id = await r.send("x" * 300)  # 2 parts of GSM-7
