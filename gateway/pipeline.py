@@ -15,6 +15,7 @@ multipart messages with parts in flight, and for messages whose first part was d
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import logging
@@ -65,7 +66,7 @@ from queues.model import (
     Transition,
     worst_status,
 )
-from queues.store import Store
+from queues.store import HeldReceipt, Store
 
 __all__ = ["AcceptItem", "Pipeline"]
 
@@ -185,6 +186,9 @@ class Pipeline:
         self.accepted_at: dict[str, float] = {}
         self._accepted_while_restoring: set[str] | None = None  # see restore()
         self._early_waiters: dict[int, trio.Event] = {}  # id(held receipt) -> set when matched
+        # When each receipt kept in the store by _answer_when_matched came, oldest first: the
+        # store's copies are dropped once older than early_receipt_hold_s (see _expire_loop).
+        self._stored_holds: collections.deque[float] = collections.deque()
 
     # --- accept -----------------------------------------------------------------------------
 
@@ -343,6 +347,7 @@ class Pipeline:
         now = self.wall()
         for tenant, msisdn, at in await self.store.marketing_sends_since(now - 366 * 86400):
             self.policies.note_marketing_sent(tenant, msisdn, at)
+        await self._restore_held_receipts(now)
         accepted_since = self._accepted_while_restoring = set()
         task_status.started()
         count = 0
@@ -363,6 +368,27 @@ class Pipeline:
         finally:
             self._accepted_while_restoring = None
         return count
+
+    async def _restore_held_receipts(self, now: float) -> None:
+        """Take back the early receipts answered before the last stop without a part to claim
+        them (:meth:`_answer_when_matched`): one whose part the store now knows is applied
+        (unless the part is final already) and dropped; the others are held again, until
+        ``early_receipt_hold_s`` after they came."""
+        hold_s = self.settings.pipeline.early_receipt_hold_s
+        resolved: list[str] = []
+        for held in await self.store.held_receipts():
+            if now - held.received_at >= hold_s:
+                continue  # dropped below
+            receipt = Receipt(message_id=held.smsc_id, state=MessageState(held.state), err=held.err)
+            ref = await self.store.find_part(_lookup_keys(held.smsc_id))
+            if ref is None:
+                self.correlator.hold(receipt, held.received_at)
+                self._stored_holds.append(held.received_at)
+                continue
+            resolved.append(held.smsc_id)
+            if not ref.status.is_final:
+                self._apply_receipt((ref.message_id, ref.part), ref.parts, receipt, now)
+        await self.store.drop_held_receipts(resolved, now - hold_s)
 
     def _recompose(self, message: MessageRecord) -> Composed:
         route = self.routes[self.router.primary(message.to).name]
@@ -548,7 +574,7 @@ class Pipeline:
                 if ref is None:
                     self.correlator.hold(receipt, wall)
                     self._count("receipts_held")
-                    return await self._answer_when_matched(receipt)
+                    return await self._answer_when_matched(receipt, wall)
                 target, parts = (ref.message_id, ref.part), ref.parts
             else:
                 parts = self._parts_of(target)
@@ -586,11 +612,12 @@ class Pipeline:
             self._count("receipts_unreadable")
             return None
 
-    async def _answer_when_matched(self, receipt: Receipt) -> int:
+    async def _answer_when_matched(self, receipt: Receipt, wall: float) -> int:
         """The answer to a receipt that came before its part's submit_sm_resp: given once the
         resp has come and the receipt's transitions are committed, so that a crash in between
         leaves the SMSC to deliver it again. After ``early_receipt_wait_s`` it is answered
-        anyway (ESME_ROK) and stays held in memory for a later match."""
+        anyway (ESME_ROK), once the store keeps it too: it stays held for a later match, and a
+        restart takes it back (:meth:`_restore_held_receipts`)."""
         matched = self._early_waiters[id(receipt)] = trio.Event()
         try:
             with trio.move_on_after(self.settings.pipeline.early_receipt_wait_s):
@@ -598,6 +625,9 @@ class Pipeline:
         finally:
             del self._early_waiters[id(receipt)]
         if not matched.is_set():
+            held = HeldReceipt(receipt.message_id, int(receipt.state), receipt.err, wall)
+            await self.store.hold_receipt(held)
+            self._stored_holds.append(wall)
             self._count("receipts_answered_unmatched")
             return _ESME_ROK
         return await self._committed_now()
@@ -732,11 +762,20 @@ class Pipeline:
 
     async def _expire_loop(self) -> None:
         """Now and then, :meth:`expire_receipts`: often enough that a held receipt outlives
-        ``early_receipt_hold_s`` by at most a quarter of it (and never by more than a minute)."""
-        period = min(self.settings.pipeline.early_receipt_hold_s / 4, 60.0)
+        ``early_receipt_hold_s`` by at most a quarter of it (and never by more than a minute).
+        The store's copies go at the same age, claimed or not (a restart applies a claimed
+        one only to a part not final yet)."""
+        hold_s = self.settings.pipeline.early_receipt_hold_s
+        period = min(hold_s / 4, 60.0)
         while True:
             await trio.sleep(period)
             self.expire_receipts()
+            cutoff = self.wall() - hold_s
+            stored = self._stored_holds
+            if stored and stored[0] < cutoff:
+                while stored and stored[0] < cutoff:
+                    stored.popleft()
+                await self.store.drop_held_receipts([], cutoff)
 
     def expire_receipts(self) -> int:
         """Drop the early receipts held longer than ``early_receipt_hold_s`` (counted as

@@ -16,7 +16,8 @@ Jobs wait in three lanes (:func:`lane_of` by default):
   transaction already running, never for a big group. A store may do better and write them
   into the transaction already running, just before its commit (:meth:`GroupCommit.join_waiting`,
   called from the writer's thread): then they wait for that one commit and no other.
-- ``URGENT``: status transitions (a bind's window slot or an SMSC's receipt waits for them).
+- ``URGENT``: status transitions (a bind's window slot or an SMSC's receipt waits for them),
+  and the early receipts held for a later match.
   A store that joins first-lane jobs into the running transaction joins these too, except
   into a first-lane group: an OTP's own transaction stays small.
 - ``BULK``: batch accepts, which fill the rest of a group.
@@ -40,7 +41,7 @@ from queues.model import (
     OtpRecord,
     Transition,
 )
-from queues.store import StoreError, TotpEnrollment
+from queues.store import HeldReceipt, StoreError, TotpEnrollment
 
 __all__ = [
     "BULK",
@@ -57,7 +58,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-JobKind = Literal["accept", "record", "consent", "otp_put", "otp_update", "totp_put"]
+JobKind = Literal[
+    "accept", "record", "consent", "otp_put", "otp_update", "totp_put", "hold", "drop_held"
+]
 
 FIRST, URGENT, BULK = 0, 1, 2
 
@@ -73,6 +76,9 @@ class WriteJob:
     consent: ConsentRecord | None = None
     otp: OtpRecord | None = None
     totp: TotpEnrollment | None = None
+    held: HeldReceipt | None = None
+    drop_held: tuple[tuple[str, ...], float] | None = None
+    """The ids and the cut-off time of a ``drop_held`` job."""
     done: trio.Event = field(default_factory=trio.Event)
     results: list[AcceptResult] = field(default_factory=list)
     error: BaseException | None = None
@@ -256,7 +262,7 @@ def share_outcomes(
 
 def lane_of(job: WriteJob) -> int:
     """The default lanes (see the module docstring)."""
-    if job.kind == "record":
+    if job.kind in ("record", "hold", "drop_held"):
         return URGENT
     if job.kind == "accept":
         return FIRST if any(m.klass is MessageClass.OTP for m in job.messages) else BULK
@@ -303,3 +309,10 @@ class GroupCommitWrites:
 
     async def put_totp(self, record: TotpEnrollment) -> None:
         await self._commit.submit(WriteJob("totp_put", 1, totp=record))
+
+    async def hold_receipt(self, receipt: HeldReceipt) -> None:
+        await self._commit.submit(WriteJob("hold", 1, held=receipt))
+
+    async def drop_held_receipts(self, smsc_ids: Sequence[str], received_before: float) -> None:
+        job = WriteJob("drop_held", 1, drop_held=(tuple(smsc_ids), received_before))
+        await self._commit.submit(job)

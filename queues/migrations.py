@@ -152,6 +152,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        5,
+        "early receipts answered before a part claimed them",
+        (
+            # smsc_key is the canonical id (protocols.receipts.canonical_message_id).
+            """
+            CREATE TABLE held_receipts (
+                smsc_key TEXT PRIMARY KEY,
+                smsc_id TEXT NOT NULL,
+                state INTEGER NOT NULL,
+                err TEXT,
+                received_at REAL NOT NULL
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -54,7 +54,7 @@ from queues.model import (
     Status,
     Transition,
 )
-from queues.store import StoreError, TotpEnrollment, history, stored_outcome
+from queues.store import HeldReceipt, StoreError, TotpEnrollment, history, stored_outcome
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStore"]
 
@@ -196,6 +196,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        5,
+        "early receipts answered before a part claimed them",
+        (
+            """
+            CREATE TABLE held_receipts (
+                smsc_key text COLLATE "C" PRIMARY KEY,
+                smsc_id text NOT NULL,
+                state integer NOT NULL,
+                err text,
+                received_at double precision NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
@@ -332,6 +347,9 @@ class PostgresStore(GroupCommitWrites):
                     for job in run:
                         assert job.totp is not None
                         await _put_totp(conn, job.totp)
+                elif kind in ("hold", "drop_held"):
+                    for job in run:
+                        await _apply_held(conn, job)
                 else:
                     for job in run:
                         await _apply_otp(conn, job)
@@ -547,6 +565,16 @@ class PostgresStore(GroupCommitWrites):
             return OtpRecord(
                 row[0], row[1], row[2], bytes(row[3]), row[4], row[5], row[6], row[7], row[8]
             )
+
+        return await self._read(read)
+
+    async def held_receipts(self) -> list[HeldReceipt]:
+        async def read(conn: Conn) -> list[HeldReceipt]:
+            rows = await conn.fetch(
+                "SELECT smsc_id, state, err, received_at FROM held_receipts"
+                " ORDER BY received_at, smsc_key"
+            )
+            return [HeldReceipt(r[0], r[1], r[2], r[3]) for r in rows]
 
         return await self._read(read)
 
@@ -810,6 +838,30 @@ async def _put_totp(conn: Conn, t: TotpEnrollment) -> None:
         t.user,
         t.secret_enc,
         t.last_step,
+    )
+
+
+async def _apply_held(conn: Conn, job: WriteJob) -> None:
+    if job.held is not None:
+        h = job.held
+        await conn.execute(
+            "INSERT INTO held_receipts (smsc_key, smsc_id, state, err, received_at)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (smsc_key) DO UPDATE SET"
+            " smsc_id = excluded.smsc_id, state = excluded.state, err = excluded.err,"
+            " received_at = excluded.received_at",
+            canonical_message_id(h.smsc_id),
+            h.smsc_id,
+            h.state,
+            h.err,
+            float(h.received_at),
+        )
+        return
+    assert job.drop_held is not None
+    smsc_ids, before = job.drop_held
+    await conn.execute(
+        "DELETE FROM held_receipts WHERE received_at < $1 OR smsc_key = ANY($2::text[])",
+        float(before),
+        [canonical_message_id(i) for i in smsc_ids],
     )
 
 

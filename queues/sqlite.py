@@ -48,7 +48,7 @@ from queues.model import (
     Status,
     Transition,
 )
-from queues.store import StoreError, TotpEnrollment, history, stored_outcome
+from queues.store import HeldReceipt, StoreError, TotpEnrollment, history, stored_outcome
 
 __all__ = ["SQLiteStore"]
 
@@ -428,6 +428,16 @@ class SQLiteStore(GroupCommitWrites):
 
         return await self._read(read)
 
+    async def held_receipts(self) -> list[HeldReceipt]:
+        def read(conn: sqlite3.Connection) -> list[HeldReceipt]:
+            rows = conn.execute(
+                "SELECT smsc_id, state, err, received_at FROM held_receipts"
+                " ORDER BY received_at, smsc_key"
+            )
+            return [HeldReceipt(*row) for row in rows]
+
+        return await self._read(read)
+
     async def get_totp(self, tenant: str, user: str) -> TotpEnrollment | None:
         def read(conn: sqlite3.Connection) -> TotpEnrollment | None:
             row = conn.execute(
@@ -736,6 +746,27 @@ def _values(
 
 
 def _apply_single(conn: sqlite3.Connection, job: WriteJob) -> None:
+    if job.kind == "hold":
+        h = job.held
+        assert h is not None
+        conn.execute(
+            "INSERT OR REPLACE INTO held_receipts (smsc_key, smsc_id, state, err, received_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (canonical_message_id(h.smsc_id), h.smsc_id, h.state, h.err, h.received_at),
+        )
+        return
+    if job.kind == "drop_held":
+        assert job.drop_held is not None
+        smsc_ids, before = job.drop_held
+        keys = [canonical_message_id(i) for i in smsc_ids]
+        conn.execute("DELETE FROM held_receipts WHERE received_at < ?", (before,))
+        for start in range(0, len(keys), _KEY_CHUNK):
+            chunk = keys[start : start + _KEY_CHUNK]
+            conn.execute(
+                f"DELETE FROM held_receipts WHERE smsc_key IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+        return
     if job.kind == "consent":
         c = job.consent
         assert c is not None

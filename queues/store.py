@@ -53,6 +53,21 @@ class TotpEnrollment:
     last_step: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class HeldReceipt:
+    """An early delivery receipt that was answered before any part claimed it: kept so that a
+    restart does not lose it (the SMSC will not send it again).
+
+    ``smsc_id`` is the id as the receipt gave it (the store indexes its canonical form);
+    ``state`` the receipt's message state (``protocols.constants.MessageState``).
+    """
+
+    smsc_id: str
+    state: int
+    err: str | None
+    received_at: float
+
+
 class Store(Protocol):
     """What the pipeline needs from durable storage."""
 
@@ -84,6 +99,19 @@ class Store(Protocol):
         both, and read back by :func:`history` as both events). Every transition is also
         appended to the history. Transitions of unknown messages are ignored.
         """
+        ...
+
+    async def hold_receipt(self, receipt: HeldReceipt) -> None:
+        """Keep an early receipt durably, replacing one held under the same canonical id."""
+        ...
+
+    async def held_receipts(self) -> list[HeldReceipt]:
+        """Every receipt kept by :meth:`hold_receipt` and not dropped, oldest first."""
+        ...
+
+    async def drop_held_receipts(self, smsc_ids: Sequence[str], received_before: float) -> None:
+        """Drop the held receipts with any of these ids (compared canonically) and those
+        received before ``received_before``."""
         ...
 
     async def find_part(self, smsc_id_keys: Sequence[str]) -> PartRef | None:

@@ -36,7 +36,7 @@ from queues.model import (
     StatusEvent,
     Transition,
 )
-from queues.store import Store, TotpEnrollment
+from queues.store import HeldReceipt, Store, TotpEnrollment
 
 __all__ = [
     "ContractStore",
@@ -52,6 +52,7 @@ __all__ = [
     "test_consents_of_many_numbers_in_one_read",
     "test_find_part_by_smsc_id_variants",
     "test_find_part_prefers_the_receipts_own_form",
+    "test_held_receipts_are_kept_replaced_and_dropped",
     "test_idempotency_replayed_and_conflict",
     "test_idempotency_within_one_call",
     "test_marketing_sends_since",
@@ -699,6 +700,34 @@ async def test_totp_put_get_replace_and_tenant_isolation(
     store = await reopen(store)
     assert await store.get_totp(tenant, "alice") == renewed
     assert await store.get_totp(other_tenant.tenant, "alice") == other_tenant
+
+
+async def test_held_receipts_are_kept_replaced_and_dropped(
+    store: ContractStore, reopen: Reopen
+) -> None:
+    tag = uuid.uuid4().hex[:10].upper()  # the table is shared: only this test's ids count
+
+    async def mine() -> list[HeldReceipt]:
+        return [h for h in await store.held_receipts() if tag.lower() in h.smsc_id.lower()]
+
+    first = HeldReceipt(f"00{tag}01", 2, None, T0 + 100)
+    second = HeldReceipt(f"{tag}02", 5, "0x0b", T0 + 200)
+    third = HeldReceipt(f"{tag}03", 2, None, T0 + 300)
+    for held in (third, first, second):
+        await store.hold_receipt(held)
+    # The same id in another form (case, leading zeros) replaces the receipt held under it.
+    again = HeldReceipt(f"{tag.lower()}01", 8, "err 1", T0 + 150)
+    await store.hold_receipt(again)
+
+    store = await reopen(store)
+    assert await mine() == [again, second, third]  # oldest first
+    # By id, in any form, and by age: the replaced first one is older than the cut-off.
+    await store.drop_held_receipts([f"000{tag.lower()}03"], T0 + 175)
+    assert await mine() == [second]
+    await store.drop_held_receipts([], T0 + 200)  # not before: kept
+    assert await mine() == [second]
+    await store.drop_held_receipts([second.smsc_id], T0)
+    assert await mine() == []
 
 
 async def test_writes_survive_reopen(store: ContractStore, reopen: Reopen) -> None:

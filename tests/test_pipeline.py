@@ -21,13 +21,13 @@ from gateway.config import Settings, TenantConfig, parse_config
 from gateway.daemon import open_store
 from gateway.pipeline import Pipeline
 from gateway.simulator import MoMessage, SimulatorHandle, SimulatorSettings, serve_simulator
-from protocols.constants import EsmClass
+from protocols.constants import EsmClass, MessageState
 from protocols.pdu import DeliverSm
 from protocols.receipts import format_receipt_text
 from queues.classqueue import QueuedPart
 from queues.model import ConsentRecord, MessageClass, MessageView, Status
 from queues.sqlite import SQLiteStore
-from queues.store import Store
+from queues.store import HeldReceipt, Store
 
 TO = "+905321234567"
 
@@ -250,6 +250,50 @@ async def test_an_early_receipt_never_matched_is_answered_after_the_wait(tmp_pat
         assert answer == 0
         assert r.pipeline.counts["receipts_answered_unmatched"] == 1
         assert r.pipeline.correlator.held == 1  # still held, for a later submit_sm_resp
+        # and kept by the store before the answer went: a restart will not lose it.
+        [held] = await r.store.held_receipts()
+        assert (held.smsc_id, held.state) == ("FFFF01", MessageState.DELIVERED)
+
+
+async def test_a_receipt_answered_unmatched_survives_a_restart(tmp_path: Path) -> None:
+    pipeline = {"early_receipt_wait_s": 0}
+    async with running(tmp_path, binds=False, pipeline=pipeline) as r:
+        message_id = await r.send("Yeniden başlatma")
+        assert r.pipeline.get_nowait("sim") is not None  # handed out; its resp never comes
+        assert await r.pipeline.on_deliver(_receipt_pdu("0D0E0F", "DELIVRD"), "t") == 0
+    async with running(tmp_path, binds=False, pipeline=pipeline) as r:
+        assert r.pipeline.correlator.held == 1  # taken back from the store
+        op = r.pipeline.get_nowait("sim")  # the message, queued again
+        assert op is not None
+        r.pipeline.on_submitted(op, "d0e0f", "t", trio.current_time())  # same id, other form
+        view = await r.wait_status(message_id, lambda s: s.is_final)
+    assert view.message.status is Status.DELIVERED
+
+
+async def test_held_receipts_whose_part_is_known_are_applied_at_restart(tmp_path: Path) -> None:
+    async with running(tmp_path, binds=False) as r:
+        pending = await r.send("Bekleyen")
+        done = await r.send("Teslim edildi")
+        for smsc_id in ("0A0B0C", "0A0B0D"):
+            op = r.pipeline.get_nowait("sim")
+            assert op is not None
+            r.pipeline.on_submitted(op, smsc_id, "t", trio.current_time())
+        await r.pipeline.on_deliver(_receipt_pdu("0A0B0D", "DELIVRD"), "t")
+        await r.wait_status(done, lambda s: s.is_final)
+        # As a crash leaves them: kept receipts whose parts came (the resp, or the match,
+        # not committed before it), and one past the hold.
+        now = time.time()
+        await r.store.hold_receipt(HeldReceipt("A0B0C", MessageState.UNDELIVERABLE, "1", now))
+        await r.store.hold_receipt(HeldReceipt("0A0B0D", MessageState.REJECTED, None, now))
+        await r.store.hold_receipt(HeldReceipt("FFFF09", MessageState.DELIVERED, None, now - 1e4))
+    async with running(tmp_path, binds=False) as r:
+        pending_view = await r.wait_status(pending, lambda s: s.is_final)
+        done_view = await r.store.get_message(r.tenant.name, done)
+        assert await r.store.held_receipts() == []
+        assert r.pipeline.correlator.held == 0
+    assert pending_view.message.status is Status.UNDELIVERABLE
+    assert done_view is not None and done_view.message.status is Status.DELIVERED
+    assert [e.status for e in done_view.history if e.part is None][-1] is Status.DELIVERED
 
 
 async def test_an_unclaimed_early_receipt_is_dropped_after_the_hold(tmp_path: Path) -> None:
@@ -264,6 +308,9 @@ async def test_an_unclaimed_early_receipt_is_dropped_after_the_hold(tmp_path: Pa
             while r.pipeline.correlator.held:  # the pipeline's own housekeeping drops it
                 await trio.sleep(0.01)
         assert r.pipeline.counts["receipts_expired"] == 1
+        with trio.fail_after(10):
+            while await r.store.held_receipts():  # the store's copy goes too
+                await trio.sleep(0.01)
         # Its submit_sm_resp comes too late: the part is submitted, not delivered.
         r.pipeline.on_submitted(op, "ffff03", "t", trio.current_time())
         view = await r.wait_status(message_id, lambda s: s is Status.SUBMITTED)

@@ -225,6 +225,7 @@ async def test_tables_live_in_the_given_schema(store: PostgresStore) -> None:
         "consent",
         "otp",
         "totp",
+        "held_receipts",
     }
 
 
