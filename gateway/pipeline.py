@@ -352,7 +352,7 @@ class Pipeline:
         task_status.started()
         count = 0
         try:
-            async for batch in self.store.unfinished():
+            async for batch in self.store.unfinished(self.settings.pipeline.fetch_batch):
                 for i, message in enumerate(batch):
                     if i % _RESTORE_SLICE == 0:
                         await trio.lowlevel.checkpoint()

@@ -430,8 +430,9 @@ async def test_parts_queued_on_a_route_that_went_down_move_to_its_backup(tmp_pat
 
 
 class _PausedStore:
-    """The real store, with ``unfinished()`` pausing after its first page until ``go`` is set:
-    the test can then accept a message while a restore is under way."""
+    """The real store, with ``unfinished()`` pausing after its first page (of the size the
+    pipeline asks for) until ``go`` is set: the test can then accept a message while a restore
+    is under way."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -442,7 +443,7 @@ class _PausedStore:
         return getattr(self._store, name)
 
     async def unfinished(self, batch: int = 10_000) -> AsyncIterator[list[Any]]:
-        async for page in self._store.unfinished(50):
+        async for page in self._store.unfinished(batch):
             yield page
             self.paused.set()
             await self.go.wait()
@@ -450,11 +451,11 @@ class _PausedStore:
 
 async def _leave_unsent(folder: Path, count: int) -> Settings:
     """Store ``count`` messages in ``folder``'s database and stop before any is sent; the
-    settings to open that database again (no simulator behind them)."""
+    settings to open that database again (no simulator behind them), restoring 50 a page."""
     async with running(folder, binds=False) as r:
         for n in range(count):
             await r.send(f"Bekleyen {n}")
-    return _settings(folder, 9)
+    return _settings(folder, 9, pipeline={"fetch_batch": 50})
 
 
 async def _accept_one_new(pipeline: Pipeline, settings: Settings) -> None:
@@ -476,7 +477,8 @@ async def test_a_restore_beside_new_accepts_queues_every_message_once(tmp_path: 
         async with trio.open_nursery() as nursery:
             await nursery.start(restore)
             await store.paused.wait()
-            assert pipeline.queues.pending() == 50  # the first page is queued; the rest waits
+            # The first page ([pipeline] fetch_batch) is queued; the rest waits.
+            assert pipeline.queues.pending() == 50
             await _accept_one_new(pipeline, settings)
             store.go.set()  # the restore's later pages now include the new message
     # Queued by its accept, and not a second time by the restore that read it from the store.
