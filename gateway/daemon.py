@@ -221,7 +221,7 @@ async def _serve_redis(
     assert config is not None
     ingress = await RedisIngress.open(
         config.url.get_secret_value(),
-        consumer=config.consumer or f"ulak-{os.getpid()}",
+        consumer=config.consumer or settings.cluster.name(),
         stream=config.stream,
         group=config.group,
         dead=config.dead_letter_stream,

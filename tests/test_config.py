@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import re
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -222,6 +224,9 @@ def test_example_has_only_known_keys_each_with_a_comment() -> None:
         ("colour = 1\n" + ROUTE, "colour: unknown key"),
         (ROUTE + ROUTE_B + "windw = 5", "routes[1].windw: unknown key (did you mean 'window'?)"),
         (ROUTE + "[http]\nlistn = 'x:1'", "http.listn: unknown key (did you mean 'listen'?)"),
+        # Keys of features Ulak does not have are refused, not silently ignored.
+        (ROUTE + "[pipeline]\nqueue_capacity = 10", "pipeline.queue_capacity: unknown key"),
+        (ROUTE + "[cluster]\nlease_ttl_s = 15", "cluster.lease_ttl_s: unknown key"),
         (ROUTE + 'window = "50"', "routes[0].window: expected an integer, got a string"),
         (ROUTE + "window = 5.5", "routes[0].window: expected an integer, got a float"),
         (ROUTE + "tls = 1", "routes[0].tls: expected a boolean (true or false), got an integer"),
@@ -438,10 +443,6 @@ def test_example_has_only_known_keys_each_with_a_comment() -> None:
         (
             ROUTE + "[metrics]\nlatency_buckets_s = [1, 0.5]",
             "metrics.latency_buckets_s: must be one or more positive bounds, strictly increasing",
-        ),
-        (
-            ROUTE + "[cluster]\nlease_renew_s = 20",
-            "cluster: lease_renew_s must be below lease_ttl_s",
         ),
         (
             ROUTE + "[limits]\nblocked_prefixes = ['']",
@@ -881,3 +882,8 @@ def test_settings_dump_to_json_without_secrets() -> None:
     dumped = _data(settings)
     assert dumped["limits"]["marketing_per_recipient"] == "2/7d"
     assert dumped["routes"][0]["password"] == "**********"
+
+
+def test_the_instance_name_is_the_configured_id_else_host_and_pid() -> None:
+    assert parse(ROUTE).cluster.name() == f"{socket.gethostname()}-{os.getpid()}"
+    assert parse(ROUTE + "[cluster]\ninstance_id = 'ulak-2'").cluster.name() == "ulak-2"

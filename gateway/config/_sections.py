@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -391,11 +393,9 @@ class PipelineConfig(Section):
     max_valid_for_s: Annotated[int, Field(ge=60)] = 172_800
     max_parts: Annotated[int, Field(ge=1, le=255)] = 10
     fetch_batch: Annotated[int, Field(ge=1, le=100_000)] = 1000
-    queue_capacity: Annotated[int, Field(ge=1)] = 100_000
     early_receipt_hold_s: Seconds = 600.0
     early_receipt_wait_s: NonNegativeSeconds = 5.0
     reroute_after_s: NonNegativeSeconds = 10.0
-    no_route_retry_s: Seconds = 5.0
     shutdown_grace_s: NonNegativeSeconds = 10.0
 
     @model_validator(mode="after")
@@ -455,12 +455,8 @@ class ClusterConfig(Section):
     """``[cluster]``: several instances on one PostgreSQL (and Redis)."""
 
     instance_id: Name | None = None
-    """Default: ``<hostname>-<pid>``."""
-    lease_ttl_s: Seconds = 15.0
-    lease_renew_s: Seconds = 5.0
+    """Default: ``<hostname>-<pid>`` (:meth:`name`)."""
 
-    @model_validator(mode="after")
-    def _renew_in_time(self) -> ClusterConfig:
-        if self.lease_renew_s >= self.lease_ttl_s:
-            raise ValueError("lease_renew_s must be below lease_ttl_s")
-        return self
+    def name(self) -> str:
+        """This instance's name: ``instance_id``, else ``<hostname>-<pid>``."""
+        return self.instance_id or f"{socket.gethostname()}-{os.getpid()}"
