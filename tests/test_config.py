@@ -227,6 +227,8 @@ def test_example_has_only_known_keys_each_with_a_comment() -> None:
         # Keys of features Ulak does not have are refused, not silently ignored.
         (ROUTE + "[pipeline]\nqueue_capacity = 10", "pipeline.queue_capacity: unknown key"),
         (ROUTE + "[cluster]\nlease_ttl_s = 15", "cluster.lease_ttl_s: unknown key"),
+        # An Idempotency-Key replays its message for good (README): there is no expiry.
+        (ROUTE + "[http]\nidempotency_ttl_s = 60", "http.idempotency_ttl_s: unknown key"),
         (ROUTE + 'window = "50"', "routes[0].window: expected an integer, got a string"),
         (ROUTE + "window = 5.5", "routes[0].window: expected an integer, got a float"),
         (ROUTE + "tls = 1", "routes[0].tls: expected a boolean (true or false), got an integer"),

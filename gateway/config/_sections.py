@@ -124,7 +124,6 @@ class HttpConfig(Section):
     max_batch: Annotated[int, Field(ge=1, le=1000)] = 1000
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 4 * 1024 * 1024
     docs: bool = True
-    idempotency_ttl_s: Annotated[int, Field(ge=60)] = 86400
 
     @property
     def host(self) -> str:
