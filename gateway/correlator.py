@@ -46,12 +46,17 @@ class ReceiptCorrelator:
         """Early receipts waiting for their submit_sm_resp."""
         return sum(1 for key, entry in self._held.items() if key == entry.keys[0])
 
-    def submitted(self, smsc_id: str, part: PartKey, now: float) -> Receipt | None:
-        """Remember ``part`` under ``smsc_id``; return an early receipt held for it, if any."""
+    def submitted(
+        self, smsc_id: str, part: PartKey, now: float, *, remember: bool = True
+    ) -> Receipt | None:
+        """Remember ``part`` under ``smsc_id`` (unless not ``remember``: for a part whose
+        receipt may never come, which would otherwise stay ``remember_s``); return an early
+        receipt held for it, if any."""
         keys = message_id_keys(smsc_id)
-        for key in keys:
-            self._parts[key] = (part, now)
-            self._parts.move_to_end(key)
+        if remember:
+            for key in keys:
+                self._parts[key] = (part, now)
+                self._parts.move_to_end(key)
         found: HeldReceipt | None = None
         for key in keys:
             held = self._held.pop(key, None)

@@ -162,6 +162,11 @@ class Pipeline:
             on_expired=self._on_expired,
         )
         self.correlator = ReceiptCorrelator(hold_s=settings.pipeline.early_receipt_hold_s)
+        # Routes asking a receipt for every outcome (registered_delivery bits 1-0 = 01): their
+        # receipts find the part in memory, and free it. On the others (none, or failures
+        # only) most parts never get one: remembered, they would stay for an hour, ~250 bytes
+        # each; their rare receipts are matched through the store.
+        self._every_receipt = {r.name: r.registered_delivery & 0x03 == 1 for r in settings.routes}
         self._references = {
             r.name: ReferenceAllocator(8 if r.segmentation == "udh" else 16)
             for r in settings.routes
@@ -524,7 +529,12 @@ class Pipeline:
             if all(s is Status.SUBMITTED or s.is_final for s in statuses):
                 self._transition(Transition(part.message_id, worst_status(statuses), wall))
         self._count("submitted")
-        early = self.correlator.submitted(smsc_message_id, (part.message_id, part.index), wall)
+        early = self.correlator.submitted(
+            smsc_message_id,
+            (part.message_id, part.index),
+            wall,
+            remember=self._every_receipt[op.route],
+        )
         if early is not None:
             self._apply_receipt((part.message_id, part.index), parts, early, wall)
             waiting = self._early_waiters.get(id(early))

@@ -45,6 +45,16 @@ def test_an_early_receipt_is_held_then_handed_over_at_submission() -> None:
     assert c.match(_receipt("123456")) == ("m", 0)
 
 
+def test_a_part_not_remembered_still_takes_its_early_receipt() -> None:
+    c = ReceiptCorrelator()
+    assert c.submitted("AB01", ("m", 0), 0.0, remember=False) is None
+    assert len(c) == 0 and c.match(_receipt("ab01")) is None
+    early = _receipt("AB02", MessageState.UNDELIVERABLE)
+    c.hold(early, 1.0)
+    assert c.submitted("ab02", ("m", 1), 2.0, remember=False) is early
+    assert c.held == 0 and len(c) == 0
+
+
 def test_held_receipts_expire_and_are_reported_once() -> None:
     c = ReceiptCorrelator(hold_s=60)
     c.hold(_receipt("777"), 0.0)  # a decimal-looking id: held under two keys

@@ -317,6 +317,29 @@ async def test_an_unclaimed_early_receipt_is_dropped_after_the_hold(tmp_path: Pa
     assert view.parts[0].status is Status.SUBMITTED
 
 
+async def test_parts_are_remembered_in_memory_only_where_every_receipt_is_asked(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, binds=False) as r:
+        await r.send("Her sonuç")
+        op = r.pipeline.get_nowait("sim")
+        assert op is not None
+        r.pipeline.on_submitted(op, "0B0B01", "t", trio.current_time())
+        assert len(r.pipeline.correlator) == 1
+    # Failures only (registered_delivery 2): a delivered part gets no receipt to free it.
+    async with running(tmp_path / "2", binds=False, route={"registered_delivery": 2}) as r:
+        message_id = await r.send("Yalnız hatalar")
+        op = r.pipeline.get_nowait("sim")
+        assert op is not None
+        r.pipeline.on_submitted(op, "0B0B02", "t", trio.current_time())
+        assert len(r.pipeline.correlator) == 0
+        await r.wait_status(message_id, lambda s: s is Status.SUBMITTED)
+        # The rare receipt finds its part through the store.
+        assert await r.pipeline.on_deliver(_receipt_pdu("0B0B02", "UNDELIV"), "t") == 0
+        view = await r.wait_status(message_id, lambda s: s.is_final)
+    assert view.message.status is Status.UNDELIVERABLE
+
+
 async def test_a_multipart_message_takes_its_worst_part_status(tmp_path: Path) -> None:
     async with running(tmp_path, sim={"receipts": False}) as r:
         message_id = await r.send("x" * 300)  # 2 parts of GSM-7
