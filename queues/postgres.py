@@ -249,6 +249,9 @@ class PostgresStore(GroupCommitWrites):
             # asyncio.CancelledError (a BaseException) comes when the asyncio loop shuts down
             # under a running group: escaping a system task, it would crash the whole trio run.
             catch=(Exception, asyncio.CancelledError),
+            # An OTP accept commits on a connection of its own beside a group of thousands of
+            # transitions, instead of after it (PostgreSQL runs the two side by side).
+            first_apart=True,
         )
         self._closed = False
 

@@ -76,6 +76,32 @@ async def test_first_lane_goes_alone_then_urgent_then_bulk() -> None:
     ]
 
 
+async def test_with_first_apart_an_otp_commits_while_a_group_is_being_written() -> None:
+    recorder = _Recorder()
+    commit = GroupCommit(
+        recorder.write,
+        max_batch=10,
+        max_delay_s=0.0,
+        name="test",
+        failure=lambda e: e,
+        first_apart=True,
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(commit.run)
+        nursery.start_soon(commit.submit, _accept("busy"))
+        await recorder.started.wait()  # the bulk group is being written, and stays so
+        nursery.start_soon(commit.submit, _record("r1"))
+        with trio.fail_after(10):  # a single writer would hold it behind "busy" for good
+            otp = await commit.submit(_accept("otp", MessageClass.OTP))
+        assert otp.error is None
+        consent = WriteJob("consent", 1, consent=ConsentRecord("t", "+905321234567", True, "a", 0))
+        await commit.submit(consent)
+        assert recorder.groups == [["accept:busy"], ["accept:otp"], ["consent"]]
+        recorder.release.set()
+        await commit.close()
+    assert recorder.groups[3:] == [["record:r1"]]  # the other lanes kept their writer's order
+
+
 async def test_urgent_work_skips_the_delay_and_bulk_waits_for_company(
     autojump_clock: trio.abc.Clock,
 ) -> None:
