@@ -188,7 +188,6 @@ class Pipeline:
         self._confirmed = trio.Event()
         self._submitted_routes: list[str] = []
         self.counts: dict[str, int] = {}
-        self.accepted_at: dict[str, float] = {}
         self._accepted_while_restoring: set[str] | None = None  # see restore()
         self._early_waiters: dict[int, trio.Event] = {}  # id(held receipt) -> set when matched
         # When each receipt kept in the store by _answer_when_matched came, oldest first: the
@@ -325,7 +324,6 @@ class Pipeline:
         if message.concat_ref is None:
             c = self._with_reference(c)  # stored before references were kept (schema 2)
         parts = queued_parts(c, indices, route, c.message.concat_ref)
-        self.accepted_at[message.id] = message.created_at
         for part in parts:
             if message.not_before is not None and message.not_before > now:
                 self.scheduler.defer(part, message.not_before)
@@ -513,7 +511,6 @@ class Pipeline:
                     whole=True,
                 )
             )
-            self.accepted_at.pop(part.message_id, None)
         else:
             self._transition(
                 Transition(
