@@ -179,6 +179,9 @@ class Pipeline:
         self._committed_event = trio.Event()
         self._multi: dict[str, list[Status]] = {}
         self._deferred: dict[str, float] = {}  # message id -> until, while its first part waits
+        # A multipart message whose first part a send-time policy refused: message id -> the
+        # reason and how many of its other parts are still queued (each is dropped, unsent).
+        self._refused: dict[str, tuple[str, int]] = {}
         # Parts handed to a bind whose outcome is not committed yet, per route, at most the
         # route's binds x window: after a kill -9, the parts the SMSC may have taken without
         # the store knowing (and so sent again at restart) are never more than one window per
@@ -458,6 +461,15 @@ class Pipeline:
         part: QueuedPart = op.part_id  # type: ignore[assignment]
         now = self.wall()
         if part.index > 0:
+            refused = self._refused.pop(part.message_id, None)
+            if refused is not None:
+                error, left = refused
+                self._transition(
+                    Transition(part.message_id, Status.REJECTED, now, part=part.index, error=error)
+                )
+                if left > 1:
+                    self._refused[part.message_id] = (error, left - 1)
+                return False
             until = self._deferred.get(part.message_id)
             if until is not None:
                 self.scheduler.defer(part, until)
@@ -483,11 +495,14 @@ class Pipeline:
                     Transition(part.message_id, Status.DEFERRED, now, error=verdict.code)
                 )
             return False
-        self._transition(
-            Transition(
-                part.message_id, Status.REJECTED, now, error=f"{verdict.code}: {verdict.reason}"
-            )
-        )
+        error = f"{verdict.code}: {verdict.reason}"
+        self._transition(Transition(part.message_id, Status.REJECTED, now, error=error))
+        if part_count(part) > 1:
+            # The rest of the message must not go either (an opted-out number would get the
+            # tail of a campaign); its first part is marked as its other parts will be.
+            self._deferred.pop(part.message_id, None)
+            self._transition(Transition(part.message_id, Status.REJECTED, now, part=0, error=error))
+            self._refused[part.message_id] = (error, part_count(part) - 1)
         self._count("rejected")
         return False
 

@@ -365,6 +365,27 @@ async def test_a_multipart_message_takes_its_worst_part_status(tmp_path: Path) -
     assert [p.status for p in final.parts] == [Status.DELIVERED, Status.UNDELIVERABLE]
 
 
+async def test_a_multipart_message_refused_at_send_sends_none_of_its_parts(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, binds=False) as r:
+        message_id = await r.send("Büyük indirim fırsatı! " * 12, MessageClass.MARKETING)
+        other = await r.send("Kısa kampanya", MessageClass.MARKETING, to="+905321234568")
+        # The number opts out after the accept, before the first part goes.
+        record = ConsentRecord(r.tenant.name, TO, False, "api", time.time())
+        await r.store.set_consent(record)
+        r.pipeline.policies.consent.update(record)
+        handed: list[str] = []
+        while (op := r.pipeline.get_nowait("sim")) is not None:
+            handed.append(cast(QueuedPart, op.part_id).message_id)
+        view = await r.wait_status(message_id, lambda s: s.is_final)
+    assert handed == [other]  # none of the refused message's parts
+    assert view.message.status is Status.REJECTED
+    assert len(view.parts) > 1
+    assert {p.status for p in view.parts} == {Status.REJECTED}
+    assert r.pipeline._refused == {}  # nothing left behind once every part was dropped
+
+
 async def test_a_durdur_reply_opts_the_number_out_of_marketing(tmp_path: Path) -> None:
     sim = {
         "mo_messages": [
