@@ -461,14 +461,7 @@ class Pipeline:
         part: QueuedPart = op.part_id  # type: ignore[assignment]
         now = self.wall()
         if part.index > 0:
-            refused = self._refused.pop(part.message_id, None)
-            if refused is not None:
-                error, left = refused
-                self._transition(
-                    Transition(part.message_id, Status.REJECTED, now, part=part.index, error=error)
-                )
-                if left > 1:
-                    self._refused[part.message_id] = (error, left - 1)
+            if self._drop_refused(part, now):
                 return False
             until = self._deferred.get(part.message_id)
             if until is not None:
@@ -505,6 +498,20 @@ class Pipeline:
             self._refused[part.message_id] = (error, part_count(part) - 1)
         self._count("rejected")
         return False
+
+    def _drop_refused(self, part: QueuedPart, now: float) -> bool:
+        """If ``part`` belongs to a message whose first part was refused, mark it rejected
+        as well, unsent, and return True."""
+        refused = self._refused.pop(part.message_id, None)
+        if refused is None:
+            return False
+        error, left = refused
+        self._transition(
+            Transition(part.message_id, Status.REJECTED, now, part=part.index, error=error)
+        )
+        if left > 1:
+            self._refused[part.message_id] = (error, left - 1)
+        return True
 
     # --- PartSink ---------------------------------------------------------------------------
 
@@ -573,6 +580,8 @@ class Pipeline:
 
     def _on_expired(self, part: QueuedPart) -> None:
         wall = self.wall()
+        if self._drop_refused(part, wall):
+            return  # its message is rejected already
         self._part_final(
             part.message_id,
             part.index,
@@ -691,6 +700,7 @@ class Pipeline:
             self._transition(Transition(message_id, final, wall))
             self._count(final.value)
             del self._multi[message_id]
+            self._deferred.pop(message_id, None)  # expired while deferred, say
 
     async def _on_mo(self, pdu: DeliverSm | DataSm, wall: float) -> int:
         data = pdu.short_message if isinstance(pdu, DeliverSm) else b""

@@ -386,6 +386,24 @@ async def test_a_multipart_message_refused_at_send_sends_none_of_its_parts(
     assert r.pipeline._refused == {}  # nothing left behind once every part was dropped
 
 
+async def test_the_parts_of_a_refused_message_that_expire_stay_rejected(tmp_path: Path) -> None:
+    async with running(tmp_path, binds=False) as r:
+        message_id = await r.send("Büyük indirim fırsatı! " * 12, MessageClass.MARKETING)
+        record = ConsentRecord(r.tenant.name, TO, False, "api", time.time())
+        await r.store.set_consent(record)
+        r.pipeline.policies.consent.update(record)
+        first = r.pipeline.scheduler.get_nowait("sim")
+        assert first is not None
+        assert not r.pipeline._admit(first)  # refused: the number opted out
+        # The other parts reach their validity's end before a bind takes them.
+        while (op := r.pipeline.scheduler.get_nowait("sim")) is not None:
+            r.pipeline._on_expired(cast(QueuedPart, op.part_id))
+        view = await r.wait_status(message_id, lambda s: s.is_final)
+    assert view.message.status is Status.REJECTED  # not turned into a failure
+    assert {p.status for p in view.parts} == {Status.REJECTED}
+    assert r.pipeline._refused == {} and r.pipeline._multi == {}
+
+
 async def test_a_durdur_reply_opts_the_number_out_of_marketing(tmp_path: Path) -> None:
     sim = {
         "mo_messages": [
