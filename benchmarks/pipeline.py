@@ -150,7 +150,7 @@ async def _start_binds(
 ) -> BindSupervisor:
     routes = [RouteSettings.from_config(r) for r in settings.routes]
     supervisor = BindSupervisor(routes, pipeline, pipeline)
-    pipeline.route_for = supervisor.route_for
+    pipeline.route_up = supervisor.is_up
     await nursery.start(supervisor.run)
     with trio.fail_after(10):
         await supervisor.wait_until_up("sim", binds=len(supervisor.pools["sim"].binds))

@@ -98,7 +98,7 @@ async def _measure(
             submitted = _Submitted(pipeline, messages)
             routes = [RouteSettings.from_config(r) for r in settings.routes]
             supervisor = BindSupervisor(routes, pipeline, pipeline)
-            pipeline.route_for = supervisor.route_for
+            pipeline.route_up = supervisor.is_up
             start = time.perf_counter()
             await _aio(_produce(client, names["stream"], messages))
             xadd_s = time.perf_counter() - start

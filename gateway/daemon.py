@@ -112,7 +112,6 @@ async def run_daemon(
         pipeline = Pipeline(settings, store, metrics=metrics)
         routes = [RouteSettings.from_config(r) for r in settings.routes]
         supervisor = BindSupervisor(routes, pipeline, pipeline)
-        pipeline.route_for = supervisor.route_for
         pipeline.route_up = supervisor.is_up
         stop = trio.Event()
         http_config = _listener(settings.http.listen)

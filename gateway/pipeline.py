@@ -144,9 +144,10 @@ class Pipeline:
         self.router = Router(
             RouteEntry(r.name, tuple(r.prefixes), r.backup) for r in settings.routes
         )
-        self.route_for: Callable[[str], str | None] = lambda to: self.router.primary(to).name
-        # Whether a route has a bind up (the bind supervisor's is_up); queued parts of a route
-        # down for [pipeline] reroute_after_s move to its backup (see _reroute_loop).
+        # Whether a route has a bind up (the bind supervisor's is_up): a new message goes to
+        # its primary route if up, else to the first backup up along the chain (see _enqueue);
+        # queued parts of a route down for [pipeline] reroute_after_s move to its backup (see
+        # _reroute_loop).
         self.route_up: Callable[[str], bool] = lambda route: True
         self.policies = Policies.from_settings(settings)
         classes = settings.classes
@@ -220,7 +221,7 @@ class Pipeline:
                 c = compose(
                     request,
                     tenant=tenant,
-                    route_for=self._primary_route,
+                    route_for=self._route_now,
                     now=now,
                     default_valid_for_s=p.default_valid_for_s,
                     max_valid_for_s=p.max_valid_for_s,
@@ -294,8 +295,15 @@ class Pipeline:
             return AcceptItem(error=error)
         return AcceptItem(result, message.status, message.parts, message.encoding)
 
-    def _primary_route(self, to: str) -> RouteConfig:
-        return self.routes[self.router.primary(to).name]
+    def _route_now(self, to: str) -> RouteConfig:
+        """The route a new message to ``to`` is encoded for and queued on: its primary route if
+        up, else the first route up along its backup chain, else its primary (it waits)."""
+        primary = self.router.primary(to)
+        if not self.route_up(primary.name):
+            backup = self.router.select(to, self.route_up)
+            if backup is not None:
+                return self.routes[backup.name]
+        return self.routes[primary.name]
 
     async def _load_consents(self, tenant: str, msisdns: Sequence[str]) -> None:
         """Make the consent policy's view of these numbers the store's, in one read (the
@@ -323,7 +331,11 @@ class Pipeline:
 
     def _enqueue(self, c: Composed, indices: list[int] | None, now: float) -> None:
         message = c.message
-        route = self.route_for(message.to) or self.router.primary(message.to).name
+        route = c.route.name  # the route it was encoded for
+        if not self.route_up(route):  # a restored message, encoded for its primary
+            backup = self.router.select(message.to, self.route_up)
+            if backup is not None:  # else it waits for its primary route
+                route = backup.name
         if message.concat_ref is None:
             c = self._with_reference(c)  # stored before references were kept (schema 2)
         parts = queued_parts(c, indices, route, c.message.concat_ref)

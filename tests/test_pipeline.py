@@ -115,7 +115,7 @@ async def running(
             await pipeline.restore()
             routes = [RouteSettings.from_config(r) for r in settings.routes]
             supervisor = BindSupervisor(routes, pipeline, pipeline)
-            pipeline.route_for = supervisor.route_for
+            pipeline.route_up = supervisor.is_up
             async with trio.open_nursery() as inner:
                 await inner.start(pipeline.run)
                 async with trio.open_nursery() as bind_tasks:
@@ -450,6 +450,33 @@ async def test_the_consent_ledger_decides_a_batch_after_a_restart(tmp_path: Path
         items = await r.pipeline.accept(r.tenant, requests)
     codes = [item.error.code if item.error else "accepted" for item in items]
     assert codes == ["accepted", "opted_out", "accepted", "opted_out", "no_consent", "no_consent"]
+
+
+async def test_a_new_message_goes_to_the_first_route_up_along_its_chain(tmp_path: Path) -> None:
+    base = {"host": "127.0.0.1", "port": 9, "system_id": "u", "password": "p"}
+    routes = [
+        {"name": "a", "prefixes": ["+90"], "backup": "b", "national_shift": "turkish", **base},
+        {"name": "b", "prefixes": ["+44"], "backup": "c", "national_shift": "turkish", **base},
+        {"name": "c", "prefixes": ["+1"], **base},  # no Turkish tables
+    ]
+    text = "Şifreniz değişti"  # Ş and ğ: GSM 7-bit only with the Turkish shift
+    async with running(tmp_path, binds=False, routes=routes) as r:
+        up: set[str] = set()
+        r.pipeline.route_up = lambda name: name in up
+        ids = [await r.send(text)]  # nothing is up: it waits for its primary route
+        up.add("c")
+        ids.append(await r.send(text))
+        up.add("b")
+        ids.append(await r.send(text))
+        up.add("a")
+        ids.append(await r.send(text))
+        pending = {name: r.pipeline.queues.pending(route=name) for name in "abc"}
+        views = [await r.store.get_message(r.tenant.name, i) for i in ids]
+    assert pending == {"a": 2, "b": 1, "c": 1}
+    # Each is encoded for the route it goes to: on c, without the Turkish tables, UCS-2.
+    encodings = [v.message.encoding for v in views if v is not None]
+    assert encodings[1] == "ucs2"
+    assert encodings[0] == encodings[2] == encodings[3] != "ucs2"
 
 
 async def test_parts_queued_on_a_route_that_went_down_move_to_its_backup(tmp_path: Path) -> None:
