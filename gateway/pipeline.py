@@ -332,10 +332,11 @@ class Pipeline:
     def _enqueue(self, c: Composed, indices: list[int] | None, now: float) -> None:
         message = c.message
         route = c.route.name  # the route it was encoded for
-        if not self.route_up(route):  # a restored message, encoded for its primary
-            backup = self.router.select(message.to, self.route_up)
-            if backup is not None:  # else it waits for its primary route
-                route = backup.name
+        if not self.route_up(route):
+            # Restored (encoded for its primary, which is down), or its route went down since
+            # it was composed: a backup that encodes alike takes it, as a reroute would;
+            # otherwise it waits where it is.
+            route = self._backup_for(route) or route
         if message.concat_ref is None:
             c = self._with_reference(c)  # stored before references were kept (schema 2)
         parts = queued_parts(c, indices, route, c.message.concat_ref)

@@ -479,6 +479,27 @@ async def test_a_new_message_goes_to_the_first_route_up_along_its_chain(tmp_path
     assert encodings[0] == encodings[2] == encodings[3] != "ucs2"
 
 
+async def test_a_restored_message_whose_route_is_down_goes_only_to_a_backup_encoding_alike(
+    tmp_path: Path,
+) -> None:
+    base = {"host": "127.0.0.1", "port": 9, "system_id": "u", "password": "p"}
+    routes = [
+        {"name": "a", "prefixes": ["+90"], "backup": "c", "national_shift": "turkish", **base},
+        {"name": "b", "prefixes": ["+44"], "national_shift": "turkish", **base},
+        {"name": "c", "prefixes": ["+1"], "backup": "b", **base},  # no Turkish tables
+    ]
+    async with running(tmp_path, binds=False, routes=routes) as r:
+        await r.send("Şifreniz değişti")  # encoded for a, with the Turkish shift
+    settings = _settings(tmp_path, 9, routes=routes)
+    for up, where in (({"c"}, "a"), ({"b", "c"}, "b")):
+        async with open_store(settings) as store:
+            pipeline = Pipeline(settings, store)
+            pipeline.route_up = up.__contains__
+            assert await pipeline.restore() == 1
+            # c is up but lacks the tables it was encoded with: only b may take it.
+            assert pipeline.queues.pending(route=where) == 1, (up, where)
+
+
 async def test_parts_queued_on_a_route_that_went_down_move_to_its_backup(tmp_path: Path) -> None:
     def route(name: str, **kw: Any) -> dict[str, Any]:
         base = {"host": "127.0.0.1", "port": 9, "system_id": "u", "password": "p"}
