@@ -380,6 +380,8 @@ class Pipeline:
                     indices = None
                     if message.parts > 1 or message.status is Status.SUBMITTED:
                         indices = await self.store.parts_to_send(message.id)
+                        if len(indices) < message.parts:  # some went out before the stop
+                            await self._load_part_statuses(message.tenant, message.id)
                         if not indices:
                             continue  # every part is out: only receipts are awaited
                     self._enqueue(self._recompose(message), indices, now)
@@ -408,6 +410,17 @@ class Pipeline:
             if not ref.status.is_final:
                 self._apply_receipt((ref.message_id, ref.part), ref.parts, receipt, now)
         await self.store.drop_held_receipts(resolved, now - hold_s)
+
+    async def _load_part_statuses(self, tenant: str, message_id: str) -> None:
+        """Learn a multipart message's part statuses from the store, unless known: after a
+        restart the pipeline knows none, and the message is final only once the pipeline
+        sees every part final (a part delivered before the stop counted as not sent, and the
+        message never ended)."""
+        if message_id in self._multi:
+            return
+        view = await self.store.get_message(tenant, message_id)
+        if view is not None and len(view.parts) > 1:
+            self._multi.setdefault(message_id, [part.status for part in view.parts])
 
     def _recompose(self, message: MessageRecord) -> Composed:
         route = self.routes[self.router.primary(message.to).name]
@@ -620,6 +633,8 @@ class Pipeline:
                     self._count("receipts_held")
                     return await self._answer_when_matched(receipt, wall)
                 target, parts = (ref.message_id, ref.part), ref.parts
+                if parts > 1:
+                    await self._load_part_statuses(ref.tenant, ref.message_id)
             else:
                 parts = self._parts_of(target)
             self._apply_receipt(target, parts, receipt, wall)

@@ -631,6 +631,30 @@ async def test_a_restore_reading_a_message_before_its_accept_queues_it_leaves_it
     assert pipeline.queues.pending() == 61  # the new message once, not twice
 
 
+async def test_a_multipart_message_sent_partly_before_a_restart_still_ends(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, binds=False) as r:
+        rest_after = await r.send("x" * 300)  # two parts: the first goes before the stop
+        receipt_after = await r.send("y" * 300)  # both go; one receipt comes after the stop
+        sent = []
+        while (op := r.pipeline.get_nowait("sim")) is not None:
+            sent.append(op)
+        first, _, third, fourth = sent  # rest_after's part 0, its part 1, receipt_after's
+        for op, smsc_id in ((first, "0E0E01"), (third, "0E0E11"), (fourth, "0E0E12")):
+            r.pipeline.on_submitted(op, smsc_id, "t", trio.current_time())
+        for smsc_id in ("0E0E01", "0E0E11"):
+            await r.pipeline.on_deliver(_receipt_pdu(smsc_id, "DELIVRD"), "t")
+    async with running(tmp_path, binds=False) as r:
+        op = r.pipeline.get_nowait("sim")  # rest_after's part 1, sent again; nothing else
+        assert op is not None and r.pipeline.get_nowait("sim") is None
+        r.pipeline.on_submitted(op, "0E0E02", "t", trio.current_time())
+        for smsc_id in ("0E0E02", "0E0E12"):  # the second found through the store
+            await r.pipeline.on_deliver(_receipt_pdu(smsc_id, "DELIVRD"), "t")
+        views = [await r.wait_status(i, lambda s: s.is_final) for i in (rest_after, receipt_after)]
+    assert [v.message.status for v in views] == [Status.DELIVERED, Status.DELIVERED]
+
+
 async def test_a_multipart_message_keeps_its_reference_across_a_restart(tmp_path: Path) -> None:
     """Parts sent after a restart carry the concatenation reference of the parts sent before
     it, so the handset can join them (the reference is stored with the message)."""
