@@ -372,6 +372,14 @@ class Pipeline:
         count = 0
         try:
             async for batch in self.store.unfinished(self.settings.pipeline.fetch_batch):
+                # An opt-out since the accept must stop a restored campaign message as it does
+                # a queued one: the policy learns these numbers' consent before they queue.
+                marketing: dict[str, list[str]] = {}
+                for message in batch:
+                    if message.klass is MessageClass.MARKETING:
+                        marketing.setdefault(message.tenant, []).append(message.to)
+                for tenant_name, numbers in marketing.items():
+                    await self._load_consents(tenant_name, numbers)
                 for i, message in enumerate(batch):
                     if i % _RESTORE_SLICE == 0:
                         await trio.lowlevel.checkpoint()

@@ -735,7 +735,8 @@ class Policies:
         """
         if klass is MessageClass.MARKETING:
             # Opt-in was checked at accept (against the store); here only an opt-out since then
-            # stops it, so a restart (which loads no ledger) cannot reject stored messages.
+            # stops it (the restore loads the ledger of the numbers it queues, so an opt-out
+            # from before a restart counts too).
             verdict = self.consent.check(False, tenant, msisdn)
             if verdict.action == "send":
                 verdict = self.quiet_hours.check(tenant, klass, msisdn, now)

@@ -404,6 +404,20 @@ async def test_the_parts_of_a_refused_message_that_expire_stay_rejected(tmp_path
     assert r.pipeline._refused == {} and r.pipeline._multi == {}
 
 
+async def test_an_opt_out_before_a_restart_stops_the_restored_campaign_message(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, binds=False) as r:
+        message_id = await r.send("Kampanya: sepetiniz sizi bekliyor", MessageClass.MARKETING)
+        record = ConsentRecord(r.tenant.name, TO, False, "api", time.time())
+        await r.store.set_consent(record)
+        r.pipeline.policies.consent.update(record)
+    async with running(tmp_path, binds=False) as r:  # a new process: no consent in memory
+        assert r.pipeline.get_nowait("sim") is None
+        view = await r.wait_status(message_id, lambda s: s.is_final)
+    assert view.message.status is Status.REJECTED
+
+
 async def test_a_durdur_reply_opts_the_number_out_of_marketing(tmp_path: Path) -> None:
     sim = {
         "mo_messages": [
