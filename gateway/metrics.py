@@ -180,7 +180,8 @@ class Metrics:
             "ulak_pipeline_events_total",
             "Pipeline events by kind, e.g. parts_rerouted (moved to a backup route),"
             " receipts_held (early receipts), receipts_answered_unmatched, receipts_expired (held"
-            " past early_receipt_hold_s), duplicate_risk.",
+            " past early_receipt_hold_s), deliver_store_errors (answered for a retry),"
+            " duplicate_risk.",
             ["event"],
             registry=r,
         )

@@ -47,7 +47,7 @@ from gateway.parts import OutboundPart, RetryReason
 from gateway.policies import Policies, Verdict, is_stop_message
 from gateway.router import NoRouteError, RouteEntry, Router
 from gateway.scheduler import Scheduler
-from protocols.constants import EsmClass, MessageState
+from protocols.constants import CommandStatus, EsmClass, MessageState
 from protocols.encoding import choose_encoding, decode_short_message
 from protocols.frozen import fast_init
 from protocols.pdu import DataSm, DeliverSm
@@ -627,6 +627,17 @@ class Pipeline:
         self._count("expired_in_queue")
 
     async def on_deliver(self, pdu: DeliverSm | DataSm, bind_name: str) -> int:
+        """Store what a deliver_sm says (a receipt's outcome, an MO's opt-out), then give the
+        status to answer it with. When the store fails, ESME_RX_T_APPN: the SMSC delivers it
+        again later, and the bind, with the submissions in its window, stays up."""
+        try:
+            return await self._on_deliver(pdu, bind_name)
+        except StoreError as exc:
+            logger.warning("%s: deliver_sm not stored, answered for a retry: %s", bind_name, exc)
+            self._count("deliver_store_errors")
+            return CommandStatus.ESME_RX_T_APPN
+
+    async def _on_deliver(self, pdu: DeliverSm | DataSm, bind_name: str) -> int:
         wall = self.wall()
         if pdu.esm_class & EsmClass.TYPE_MASK in _RECEIPT_TYPES:
             receipt = self._parse_receipt(pdu, bind_name)

@@ -21,13 +21,13 @@ from gateway.config import Settings, TenantConfig, parse_config
 from gateway.daemon import open_store
 from gateway.pipeline import Pipeline
 from gateway.simulator import MoMessage, SimulatorHandle, SimulatorSettings, serve_simulator
-from protocols.constants import EsmClass, MessageState
+from protocols.constants import CommandStatus, EsmClass, MessageState
 from protocols.pdu import DeliverSm
 from protocols.receipts import format_receipt_text
 from queues.classqueue import QueuedPart
 from queues.model import ConsentRecord, MessageClass, MessageView, Status
 from queues.sqlite import SQLiteStore
-from queues.store import HeldReceipt, Store
+from queues.store import HeldReceipt, Store, StoreError
 
 TO = "+905321234567"
 
@@ -416,6 +416,34 @@ async def test_an_opt_out_before_a_restart_stops_the_restored_campaign_message(
         assert r.pipeline.get_nowait("sim") is None
         view = await r.wait_status(message_id, lambda s: s.is_final)
     assert view.message.status is Status.REJECTED
+
+
+class _FailingStore:
+    """The real store, whose receipt lookups and consent writes fail (the database is gone)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def find_part(self, keys: Any) -> Any:
+        raise StoreError("database is locked")
+
+    async def set_consent(self, record: Any) -> None:
+        raise StoreError("database is locked")
+
+
+async def test_a_deliver_sm_the_store_cannot_take_is_answered_for_a_retry(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, 9)
+    async with open_store(settings) as real:
+        pipeline = Pipeline(settings, _FailingStore(real))
+        receipt = _receipt_pdu("0F0F01", "DELIVRD")
+        mo = DeliverSm(source_addr="905321234567", destination_addr="SHOP", short_message=b"DURDUR")
+        answers = [await pipeline.on_deliver(pdu, "t") for pdu in (receipt, mo)]
+    # ESME_RX_T_APPN: the SMSC delivers each again; nothing was raised into the bind.
+    assert answers == [CommandStatus.ESME_RX_T_APPN] * 2
+    assert pipeline.counts["deliver_store_errors"] == 2
 
 
 async def test_a_durdur_reply_opts_the_number_out_of_marketing(tmp_path: Path) -> None:
