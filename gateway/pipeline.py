@@ -298,12 +298,8 @@ class Pipeline:
     def _route_now(self, to: str) -> RouteConfig:
         """The route a new message to ``to`` is encoded for and queued on: its primary route if
         up, else the first route up along its backup chain, else its primary (it waits)."""
-        primary = self.router.primary(to)
-        if not self.route_up(primary.name):
-            backup = self.router.select(to, self.route_up)
-            if backup is not None:
-                return self.routes[backup.name]
-        return self.routes[primary.name]
+        entry = self.router.select(to, self.route_up) or self.router.primary(to)
+        return self.routes[entry.name]
 
     async def _load_consents(self, tenant: str, msisdns: Sequence[str]) -> None:
         """Make the consent policy's view of these numbers the store's, in one read (the
@@ -331,12 +327,7 @@ class Pipeline:
 
     def _enqueue(self, c: Composed, indices: list[int] | None, now: float) -> None:
         message = c.message
-        route = c.route.name  # the route it was encoded for
-        if not self.route_up(route):
-            # Restored (encoded for its primary, which is down), or its route went down since
-            # it was composed: a backup that encodes alike takes it, as a reroute would;
-            # otherwise it waits where it is.
-            route = self._backup_for(route) or route
+        route = c.route.name  # the route it was encoded for (_route_now, _recompose)
         if message.concat_ref is None:
             c = self._with_reference(c)  # stored before references were kept (schema 2)
         parts = queued_parts(c, indices, route, c.message.concat_ref)
@@ -431,7 +422,13 @@ class Pipeline:
             self._multi.setdefault(message_id, [part.status for part in view.parts])
 
     def _recompose(self, message: MessageRecord) -> Composed:
-        route = self.routes[self.router.primary(message.to).name]
+        """A stored message encoded again for its primary route, or, while that is down, for
+        the first backup up that encodes alike (as a reroute would move it: a part sent
+        before the stop fixed how the rest must look); else it waits for its primary."""
+        name = self.router.primary(message.to).name
+        if not self.route_up(name):
+            name = self._backup_for(name) or name
+        route = self.routes[name]
         encoded = choose_encoding(
             message.text, method=route.segmentation, national_shift=route.national_shift
         )
