@@ -1,7 +1,8 @@
 """``ulak bench http``: the HTTP ingress end to end, the way an application sees it.
 
 Three processes share the machine, as in production on one host: the SMSC simulator (receipts
-on, 1 ms round trip), ``ulak run`` (durable SQLite in a temporary folder, four binds), and this
+on, 1 ms round trip), ``ulak run`` (durable SQLite in a temporary folder, ``binds`` binds, four
+by default), and this
 process, the HTTP clients (httpx on trio). Two measurements:
 
 1. **single** — ``clients`` concurrent clients POST ``/v1/messages`` one message per request.
@@ -43,12 +44,13 @@ _TIMEOUT_S: Final = 300.0
 
 
 @contextlib.contextmanager
-def _services() -> Iterator[tuple[subprocess.Popen[str], subprocess.Popen[str], str]]:
+def _services(binds: int) -> Iterator[tuple[subprocess.Popen[str], subprocess.Popen[str], str]]:
     folder = Path(tempfile.mkdtemp(prefix="ulak-bench-http-"))
-    simulator, port = start_simulator(["--rtt-ms", "1", "--max-binds", "8"])
+    simulator, port = start_simulator(["--rtt-ms", "1", "--max-binds", str(max(8, binds))])
     daemon = None
     try:
-        daemon, urls = start_daemon(daemon_config(folder, port), folder / "daemon.log")
+        config = daemon_config(folder, port, binds=binds)
+        daemon, urls = start_daemon(config, folder / "daemon.log")
         yield simulator, daemon, urls["http"]
     finally:
         if daemon is not None:
@@ -178,10 +180,12 @@ async def _measure(
     return result
 
 
-def run(*, messages: int = 20_000, clients: int = 16, as_json: bool = False) -> dict[str, Any]:
+def run(
+    *, messages: int = 20_000, clients: int = 16, binds: int = 4, as_json: bool = False
+) -> dict[str, Any]:
     """Run both measurements and print them (and one JSON line with ``as_json``)."""
     single = max(100, min(messages // 5, 5000))
-    with _services() as (simulator, daemon, url):
+    with _services(binds) as (simulator, daemon, url):
         counters = _SimulatorCounters(simulator)
         cpu_before = (cpu_seconds(daemon.pid), cpu_seconds(simulator.pid), time.process_time())
         result = trio.run(_measure, url, counters, messages, single, clients)
@@ -191,7 +195,8 @@ def run(*, messages: int = 20_000, clients: int = 16, as_json: bool = False) -> 
         result["cpu_clients_s"] = time.process_time() - cpu_before[2]
     result = {k: round(v, 1) if isinstance(v, float) else v for k, v in result.items()}
     result |= {
-        "mode": "subprocess daemon, SQLite (durable), receipts on, 4 binds, rtt 1 ms",
+        "mode": f"subprocess daemon, SQLite (durable), receipts on, {binds} binds, rtt 1 ms",
+        "binds": binds,
         "messages": messages,
         "single_messages": single,
         "clients": clients,

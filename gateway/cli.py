@@ -67,7 +67,7 @@ def _cmd_bench_http(args: argparse.Namespace) -> int:
     from gateway.runtime import tune_interpreter
 
     tune_interpreter()
-    run(messages=args.messages, clients=args.clients, as_json=args.json)
+    run(messages=args.messages, clients=args.clients, binds=args.binds, as_json=args.json)
     return EXIT_OK
 
 
@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     http = scenarios.add_parser("http", help="HTTP ingress end to end: single and batch POSTs")
     http.add_argument("--messages", type=int, default=20_000, help="messages in batch mode")
     http.add_argument("--clients", type=int, default=16, help="concurrent single-POST clients")
+    http.add_argument("--binds", type=int, default=4, help="the daemon's binds to the simulator")
     http.add_argument("--json", action="store_true", help="also print one JSON line")
     http.set_defaults(handler=_cmd_bench_http)
 
