@@ -44,7 +44,7 @@ from queues.model import (
     OtpRecord,
     Transition,
 )
-from queues.store import HeldReceipt, StoreError, TotpEnrollment
+from queues.store import HeldReceipt, StoreClosedError, TotpEnrollment
 
 __all__ = [
     "BULK",
@@ -82,6 +82,8 @@ class WriteJob:
     held: HeldReceipt | None = None
     drop_held: tuple[tuple[str, ...], float] | None = None
     """The ids and the cut-off time of a ``drop_held`` job."""
+    again: bool = False
+    """A ``record`` job's transitions may be stored already (see ``Store.record``)."""
     done: trio.Event = field(default_factory=trio.Event)
     results: list[AcceptResult] = field(default_factory=list)
     error: BaseException | None = None
@@ -139,7 +141,7 @@ class GroupCommit:
     async def submit(self, job: WriteJob) -> WriteJob:
         """Queue ``job`` and return it once committed (or raise its error)."""
         if self.closing:
-            raise StoreError("the store is closed")
+            raise StoreClosedError("the store is closed")
         lane = self._lane(job)
         self._lanes[lane].append(job)
         self._pending_size += job.size
@@ -260,12 +262,12 @@ class GroupCommit:
 def runs_of_kind(jobs: Sequence[WriteJob]) -> Iterator[tuple[JobKind, Sequence[WriteJob]]]:
     """Consecutive jobs of one kind, run by run, in order: a store writes each run as one
     batch (one statement per table), and keeping the order across kinds means a record after
-    its accept finds the rows."""
+    its accept finds the rows. Record jobs marked ``again`` make runs of their own."""
     i = 0
     while i < len(jobs):
-        kind = jobs[i].kind
+        kind, again = jobs[i].kind, jobs[i].again
         j = i
-        while j < len(jobs) and jobs[j].kind == kind:
+        while j < len(jobs) and jobs[j].kind == kind and jobs[j].again == again:
             j += 1
         yield kind, jobs[i:j]
         i = j
@@ -306,7 +308,11 @@ class GroupCommitWrites:
         return job.results
 
     async def record(
-        self, transitions: Sequence[Transition], on_committed: Callable[[], None] | None = None
+        self,
+        transitions: Sequence[Transition],
+        on_committed: Callable[[], None] | None = None,
+        *,
+        again: bool = False,
     ) -> None:
         if not transitions:
             await trio.lowlevel.checkpoint()
@@ -319,6 +325,7 @@ class GroupCommitWrites:
                 len(transitions),
                 transitions=list(transitions),
                 on_committed=on_committed,
+                again=again,
             )
         )
 

@@ -14,6 +14,7 @@ from protocols.frozen import fast_init
 
 __all__ = [
     "FINAL_STATUSES",
+    "FINAL_STATUSES_SQL",
     "AcceptOutcome",
     "AcceptResult",
     "ConsentRecord",
@@ -68,6 +69,9 @@ class Status(enum.StrEnum):
 FINAL_STATUSES = frozenset(
     {Status.DELIVERED, Status.UNDELIVERABLE, Status.EXPIRED, Status.REJECTED, Status.FAILED}
 )
+
+FINAL_STATUSES_SQL = "(" + ", ".join(sorted(f"'{s.value}'" for s in FINAL_STATUSES)) + ")"
+"""The final statuses as an SQL list, for ``status IN ...`` in both stores."""
 
 # Worst first: a multipart message takes the worst status among its parts.
 _SEVERITY = {

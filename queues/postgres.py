@@ -41,6 +41,7 @@ from queues.group_commit import (
 )
 from queues.migrations import Migration
 from queues.model import (
+    FINAL_STATUSES_SQL,
     AcceptOutcome,
     AcceptResult,
     ConsentRecord,
@@ -54,7 +55,14 @@ from queues.model import (
     Status,
     Transition,
 )
-from queues.store import HeldReceipt, StoreError, TotpEnrollment, history, stored_outcome
+from queues.store import (
+    HeldReceipt,
+    StoreClosedError,
+    StoreError,
+    TotpEnrollment,
+    history,
+    stored_outcome,
+)
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresStore"]
 
@@ -319,12 +327,16 @@ class PostgresStore(GroupCommitWrites):
     async def _write_group(self, group: list[WriteJob]) -> None:
         """Apply a group in one transaction; if it fails, apply its jobs one by one so that
         one bad job (say, a duplicate message id) fails only its own caller."""
-        async with self._pool.acquire() as conn:
+        conn = await self._pool.acquire()
+        try:
             try:
                 await self._transaction(conn, group)
             except Exception as exc:
-                if len(group) == 1:
-                    group[0].error = _store_error(exc)
+                if len(group) == 1 or conn.is_closed():
+                    for job in group:
+                        job.error = _store_error(exc)
+                    if _connection_lost(exc):  # the idle sessions are likely gone as well
+                        await self._pool.expire_connections()
                     return
                 logger.warning("group commit of %d jobs failed, retrying one by one", len(group))
                 for job in group:
@@ -332,6 +344,13 @@ class PostgresStore(GroupCommitWrites):
                         await self._transaction(conn, [job])
                     except Exception as job_exc:
                         job.error = _store_error(job_exc)
+        finally:
+            try:
+                await self._pool.release(conn)
+            except Exception as exc:
+                # The pool drops the connection and opens another; what was committed stays
+                # committed (failing the group here made its callers store it twice).
+                logger.warning("PostgreSQL connection lost after a write: %s", exc)
 
     async def _transaction(self, conn: Conn, group: list[WriteJob]) -> None:
         results: dict[int, list[AcceptResult]] = {}
@@ -343,7 +362,8 @@ class PostgresStore(GroupCommitWrites):
                     outcomes = await _insert_messages(conn, messages)
                     share_outcomes(run, outcomes, results)
                 elif kind == "record":
-                    await _apply_transitions(conn, [t for job in run for t in job.transitions])
+                    transitions = [t for job in run for t in job.transitions]
+                    await _apply_transitions(conn, transitions, again=run[0].again)
                 elif kind == "consent":
                     await _insert_consent(conn, [job.consent for job in run if job.consent])
                 elif kind == "totp_put":
@@ -365,7 +385,7 @@ class PostgresStore(GroupCommitWrites):
 
     async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         if self._commit.closing:
-            raise StoreError("the store is closed")
+            raise StoreClosedError("the store is closed")
 
         async def run() -> T:
             # One snapshot for the read's several SELECTs.
@@ -375,10 +395,20 @@ class PostgresStore(GroupCommitWrites):
             ):
                 return await fn(conn)
 
-        try:
-            return await self._aio(run())
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise StoreError(f"PostgreSQL: {exc}") from exc
+        for attempt in (1, 2):
+            try:
+                return await self._aio(run())
+            except Exception as exc:
+                error = _store_error(exc)
+                if error is exc:
+                    raise
+                if attempt == 1 and _connection_lost(exc):
+                    # The server dropped the pool's sessions (a restart, a failover): the
+                    # idle ones are dead too, and a read is safe to run again.
+                    await self._aio(self._pool.expire_connections())
+                    continue
+                raise error from exc
+        raise AssertionError("unreachable")
 
     async def find_part(self, smsc_id_keys: Sequence[str]) -> PartRef | None:
         keys = list(dict.fromkeys(smsc_id_keys))
@@ -621,7 +651,8 @@ async def _connect(dsn: str, schema: str, pool_size: int) -> Pool:
         min_size=1,
         max_size=pool_size,
         timeout=_CONNECT_TIMEOUT_S,
-        server_settings={"search_path": _quote(schema)},
+        # application_name: how an operator tells the gateway's sessions in pg_stat_activity.
+        server_settings={"search_path": _quote(schema), "application_name": "ulak"},
     )
     assert pool is not None  # create_pool returns None only when awaited without init
     return pool
@@ -758,7 +789,9 @@ async def _stored_keys(
     return {(r[0], r[1]): (r[2], r[3]) for r in rows}
 
 
-async def _apply_transitions(conn: Conn, transitions: list[Transition]) -> None:
+async def _apply_transitions(
+    conn: Conn, transitions: list[Transition], *, again: bool = False
+) -> None:
     """Apply transitions in order, one statement per table.
 
     One UPDATE sets a row once, so the transitions of a part are folded here first: the last
@@ -789,8 +822,9 @@ async def _apply_transitions(conn: Conn, transitions: list[Transition]) -> None:
     if parts:
         rows = sorted(parts.items())
         await conn.execute(
-            "UPDATE parts p SET status = u.status, smsc_id = coalesce(u.smsc_id, p.smsc_id),"
-            " smsc_key = coalesce(u.smsc_key, p.smsc_key), error = u.error,"
+            f"UPDATE parts p SET status = {_kept('p', 'status')},"
+            " smsc_id = coalesce(u.smsc_id, p.smsc_id),"
+            f" smsc_key = coalesce(u.smsc_key, p.smsc_key), error = {_kept('p', 'error')},"
             " submitted_at = coalesce(u.submitted_at, p.submitted_at)"
             " FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::text[],"
             " $6::text[], $7::float8[])"
@@ -803,25 +837,43 @@ async def _apply_transitions(conn: Conn, transitions: list[Transition]) -> None:
     if messages:
         ordered = sorted(messages.items())
         await conn.execute(
-            "UPDATE messages m SET status = u.status, updated_at = u.at"
+            f"UPDATE messages m SET status = {_kept('m', 'status')}, updated_at = u.at"
             " FROM unnest($1::text[], $2::text[], $3::float8[]) AS u(id, status, at)"
             " WHERE m.id = u.id",
             [k for k, _ in ordered],
             [v[0] for _, v in ordered],
             [v[1] for _, v in ordered],
         )
-    # The history keeps every transition, in the order given (seq), of known messages only.
+    # The history keeps every transition, in the order given (seq), of known messages only;
+    # again, only the events not in it yet (that call may have committed).
+    stored_already = (
+        " AND NOT EXISTS (SELECT 1 FROM transitions h WHERE h.message_id = u.message_id"
+        " AND h.part IS NOT DISTINCT FROM u.part AND h.status = u.status AND h.at = u.at)"
+    )
     await conn.execute(
         "INSERT INTO transitions (message_id, part, status, at, error)"
         " SELECT u.message_id, u.part, u.status, u.at, u.error"
         " FROM unnest($1::text[], $2::integer[], $3::text[], $4::float8[], $5::text[])"
         " WITH ORDINALITY AS u(message_id, part, status, at, error, n)"
-        " WHERE EXISTS (SELECT 1 FROM messages m WHERE m.id = u.message_id) ORDER BY u.n",
+        " WHERE EXISTS (SELECT 1 FROM messages m WHERE m.id = u.message_id)"
+        + (stored_already if again else "")
+        + " ORDER BY u.n",
         [t.message_id for t in transitions],
         [t.part for t in transitions],
         [t.status.value for t in transitions],
         [float(t.at) for t in transitions],
         [t.error for t in transitions],
+    )
+
+
+def _kept(row: str, column: str) -> str:
+    """SQL for ``column`` of ``row`` set to ``u.column`` unless the row's status is final and
+    ``u.status`` is not. A final status stays (with its error): a batch of transitions retried
+    after a failed commit may land after a later batch that finished the part."""
+    final = FINAL_STATUSES_SQL
+    return (
+        f"CASE WHEN {row}.status IN {final} AND u.status NOT IN {final}"
+        f" THEN {row}.{column} ELSE u.{column} END"
     )
 
 
@@ -923,7 +975,18 @@ def _consent(row: asyncpg.Record) -> ConsentRecord:
     return ConsentRecord(row[0], row[1], bool(row[2]), row[3], row[4])
 
 
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the session is gone (rather than that the statement failed)."""
+    if isinstance(exc, asyncpg.PostgresError):
+        # 08: connection exception; 57P01-57P03: the server shutting down or not up yet.
+        code = exc.sqlstate or ""
+        return code.startswith(("08", "57P"))
+    return isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError | OSError)
+
+
 def _store_error(exc: BaseException) -> BaseException:
-    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
+    # InternalClientError: asyncpg's protocol caught mid-operation by a dropped connection.
+    client = asyncpg.InterfaceError | asyncpg.InternalClientError
+    if isinstance(exc, asyncpg.PostgresError | client | OSError | TimeoutError):
         return StoreError(f"PostgreSQL: {exc}")
     return exc

@@ -35,6 +35,7 @@ from queues.group_commit import (
 )
 from queues.migrations import migrate
 from queues.model import (
+    FINAL_STATUSES_SQL,
     AcceptOutcome,
     AcceptResult,
     ConsentRecord,
@@ -48,7 +49,14 @@ from queues.model import (
     Status,
     Transition,
 )
-from queues.store import HeldReceipt, StoreError, TotpEnrollment, history, stored_outcome
+from queues.store import (
+    HeldReceipt,
+    StoreClosedError,
+    StoreError,
+    TotpEnrollment,
+    history,
+    stored_outcome,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -213,7 +221,7 @@ class SQLiteStore(GroupCommitWrites):
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._commit.closing:
-            raise StoreError("the store is closed")
+            raise StoreClosedError("the store is closed")
         self._reads += 1
         try:
             if self._shared_reader:
@@ -560,7 +568,8 @@ def _write_jobs(
             outcomes = _insert_messages(conn, [m for job in run for m in job.messages])
             share_outcomes(run, outcomes, results)
         elif kind == "record":
-            _apply_transitions(conn, [t for job in run for t in job.transitions])
+            transitions = [t for job in run for t in job.transitions]
+            _apply_transitions(conn, transitions, again=run[0].again)
         else:
             for job in run:
                 _apply_single(conn, job)
@@ -645,7 +654,9 @@ def _stored_keys(
     return found
 
 
-def _apply_transitions(conn: sqlite3.Connection, transitions: list[Transition]) -> None:
+def _apply_transitions(
+    conn: sqlite3.Connection, transitions: list[Transition], *, again: bool = False
+) -> None:
     """Every transition goes into the history; each part and message row is updated once, to
     its last state in the list (a part submitted and delivered within one group is written
     once). Its SMSC id and submission time are the last ones given, as if applied in turn."""
@@ -683,8 +694,9 @@ def _apply_transitions(conn: sqlite3.Connection, transitions: list[Transition]) 
     submitted = [row for row in parts.values() if row[1] is not None or row[4] is not None]
     _values(
         conn,
-        "UPDATE parts SET status = t.column1, smsc_id = coalesce(t.column2, smsc_id),"
-        " smsc_key = coalesce(t.column3, smsc_key), error = t.column4,"
+        f"UPDATE parts SET status = {_kept('parts.status', 't.column1')},"
+        " smsc_id = coalesce(t.column2, smsc_id), smsc_key = coalesce(t.column3, smsc_key),"
+        f" error = {_kept('parts.error', 't.column4')},"
         " submitted_at = coalesce(t.column5, submitted_at) FROM (VALUES ",
         "(?, ?, ?, ?, ?, ?, ?)",
         submitted,
@@ -692,7 +704,8 @@ def _apply_transitions(conn: sqlite3.Connection, transitions: list[Transition]) 
     )
     _values(
         conn,
-        "UPDATE parts SET status = t.column1, error = t.column2 FROM (VALUES ",
+        f"UPDATE parts SET status = {_kept('parts.status', 't.column1')},"
+        f" error = {_kept('parts.error', 't.column2')} FROM (VALUES ",
         "(?, ?, ?, ?)",
         [
             (row[0], row[3], row[5], row[6])
@@ -703,10 +716,17 @@ def _apply_transitions(conn: sqlite3.Connection, transitions: list[Transition]) 
     )
     _values(
         conn,
-        "UPDATE messages SET status = t.column1, updated_at = t.column2 FROM (VALUES ",
+        "UPDATE messages SET status ="
+        f" {_kept('messages.status', 't.column1', status='messages.status')},"
+        " updated_at = t.column2 FROM (VALUES ",
         "(?, ?, ?)",
         list(messages.values()),
         ") AS t WHERE messages.id = t.column3",
+    )
+    # Again: only the events not in the history yet (that call may have committed).
+    stored_already = (
+        " AND NOT EXISTS (SELECT 1 FROM transitions h WHERE h.message_id = t.column1"
+        " AND h.part IS t.column2 AND h.status = t.column3 AND h.at = t.column4)"
     )
     _values(
         conn,
@@ -714,7 +734,18 @@ def _apply_transitions(conn: sqlite3.Connection, transitions: list[Transition]) 
         " SELECT column1, column2, column3, column4, column5 FROM (VALUES ",
         "(?, ?, ?, ?, ?)",
         [(t.message_id, t.part, t.status.value, t.at, t.error) for t in transitions],
-        ") AS t WHERE EXISTS (SELECT 1 FROM messages WHERE id = t.column1)",
+        ") AS t WHERE EXISTS (SELECT 1 FROM messages WHERE id = t.column1)"
+        + (stored_already if again else ""),
+    )
+
+
+def _kept(column: str, new: str, *, status: str = "parts.status") -> str:
+    """SQL for ``column`` set to ``new`` unless the row's status is final and the new status
+    (``t.column1``) is not. A final status stays (with its error): a batch of transitions
+    retried after a failed commit may land after a later batch that finished the part."""
+    return (
+        f"CASE WHEN {status} IN {FINAL_STATUSES_SQL} AND t.column1 NOT IN {FINAL_STATUSES_SQL}"
+        f" THEN {column} ELSE {new} END"
     )
 
 

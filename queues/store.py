@@ -31,11 +31,15 @@ from queues.model import (
     Transition,
 )
 
-__all__ = ["Store", "StoreError", "TotpEnrollment", "history", "stored_outcome"]
+__all__ = ["Store", "StoreClosedError", "StoreError", "TotpEnrollment", "history", "stored_outcome"]
 
 
 class StoreError(Exception):
     """The store cannot do what was asked (unreachable, schema newer than this code, ...)."""
+
+
+class StoreClosedError(StoreError):
+    """The store was closed: unlike other store errors, asking again will never help."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +89,11 @@ class Store(Protocol):
         ...
 
     async def record(
-        self, transitions: Sequence[Transition], on_committed: Callable[[], None] | None = None
+        self,
+        transitions: Sequence[Transition],
+        on_committed: Callable[[], None] | None = None,
+        *,
+        again: bool = False,
     ) -> None:
         """Store status transitions, each with its time, in one group commit.
 
@@ -98,6 +106,12 @@ class Store(Protocol):
         so does a part transition marked ``whole`` (a one-part message's: recorded once for
         both, and read back by :func:`history` as both events). Every transition is also
         appended to the history. Transitions of unknown messages are ignored.
+
+        A final status is never replaced by a non-final one (the transitions of a batch
+        stored late, after a failure, may be older than those stored meanwhile). ``again``
+        says the transitions may be stored already: a call that failed can have committed
+        all the same (the connection dropped after the server's commit), so each history row
+        is added only if the same event is not there yet.
         """
         ...
 

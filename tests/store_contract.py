@@ -41,6 +41,7 @@ from queues.store import HeldReceipt, Store, TotpEnrollment
 __all__ = [
     "ContractStore",
     "Reopen",
+    "test_a_late_non_final_transition_leaves_a_final_status",
     "test_a_later_outcome_keeps_the_parts_smsc_id_and_submission",
     "test_accept_deferred_keeps_status_on_parts",
     "test_accept_then_get_message",
@@ -62,6 +63,7 @@ __all__ = [
     "test_record_many_steps_of_one_part_in_one_call",
     "test_record_part_and_message_transitions",
     "test_record_unknown_message_is_ignored",
+    "test_recording_again_adds_each_history_event_once",
     "test_stored_outcomes_answer_a_replay_without_storing",
     "test_text_and_times_come_back_exactly",
     "test_totp_put_get_replace_and_tenant_isolation",
@@ -401,6 +403,67 @@ async def test_a_later_outcome_keeps_the_parts_smsc_id_and_submission(
     )
     sends = [s for s in await store.marketing_sends_since(t) if s[0] == tenant]
     assert sends == [(tenant, message.to, t + 1)]
+
+
+async def test_a_late_non_final_transition_leaves_a_final_status(store: ContractStore) -> None:
+    """A submission stored after the part's receipt (its batch retried after a failure) adds
+    its id and history but does not take the final status, or its error, back."""
+    tenant = _tenant()
+    one, two = _message(tenant), _message(tenant, parts=2)
+    await store.accept([one, two])
+    t = one.created_at
+    await store.record(
+        [
+            Transition(one.id, Status.UNDELIVERABLE, t + 2, 0, error="0x0b", whole=True),
+            Transition(two.id, Status.DELIVERED, t + 2, 0),
+        ]
+    )
+    await store.record(
+        [
+            Transition(one.id, Status.SUBMITTED, t + 1, 0, "0A1B", whole=True),
+            Transition(two.id, Status.SUBMITTED, t + 1, 0, "0A1C"),
+            Transition(two.id, Status.SUBMITTED, t + 1, 1, "0A1D"),
+            Transition(two.id, Status.SUBMITTED, t + 1),
+        ],
+        again=True,
+    )
+    view = await store.get_message(tenant, one.id)
+    assert view is not None and view.message.status is Status.UNDELIVERABLE
+    assert view.parts == (PartView(0, Status.UNDELIVERABLE, "0A1B", "0x0b"),)
+    assert [(e.status, e.at) for e in view.history if e.part == 0] == [
+        (Status.SUBMITTED, t + 1),
+        (Status.UNDELIVERABLE, t + 2),
+    ]
+    assert (await store.find_part(message_id_keys("a1b"))) is not None
+    view = await store.get_message(tenant, two.id)
+    assert view is not None and view.message.status is Status.SUBMITTED  # not final: it moves
+    assert [p.status for p in view.parts] == [Status.DELIVERED, Status.SUBMITTED]
+    # A final status may still give way to another final one.
+    await store.record([Transition(one.id, Status.FAILED, t + 3, 0, error="x", whole=True)])
+    view = await store.get_message(tenant, one.id)
+    assert view is not None and view.message.status is Status.FAILED
+
+
+async def test_recording_again_adds_each_history_event_once(store: ContractStore) -> None:
+    """``again``: the call that failed may have committed all the same; what it stored is not
+    stored twice, and what it did not is."""
+    tenant = _tenant()
+    message = _message(tenant)
+    await store.accept([message])
+    t = message.created_at
+    submitted = Transition(message.id, Status.SUBMITTED, t + 1, 0, "77", whole=True)
+    delivered = Transition(message.id, Status.DELIVERED, t + 2, 0, error="000", whole=True)
+    await store.record([submitted])
+    await store.record([submitted, delivered], again=True)
+    await store.record([submitted, delivered], again=True)
+    view = await store.get_message(tenant, message.id)
+    assert view is not None and view.message.status is Status.DELIVERED
+    assert [e.status for e in view.history if e.part == 0] == [Status.SUBMITTED, Status.DELIVERED]
+    # Without `again` every call is history: the same event twice is kept twice.
+    await store.record([delivered])
+    view = await store.get_message(tenant, message.id)
+    assert view is not None
+    assert [e.status for e in view.history if e.part == 0].count(Status.DELIVERED) == 2
 
 
 async def test_record_calls_on_committed_once_committed(store: ContractStore) -> None:
