@@ -181,6 +181,7 @@ class Metrics:
             "Pipeline events by kind, e.g. parts_rerouted (moved to a backup route),"
             " receipts_held (early receipts), receipts_answered_unmatched, receipts_expired (held"
             " past early_receipt_hold_s), deliver_store_errors (answered for a retry),"
+            " record_retries (status changes the store failed to take, tried again),"
             " duplicate_risk.",
             ["event"],
             registry=r,

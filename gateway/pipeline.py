@@ -66,7 +66,7 @@ from queues.model import (
     Transition,
     worst_status,
 )
-from queues.store import HeldReceipt, Store, StoreError
+from queues.store import HeldReceipt, Store, StoreClosedError, StoreError
 
 __all__ = ["AcceptItem", "Pipeline"]
 
@@ -81,6 +81,8 @@ _RECEIPT_STATUS = {
 }
 _ESME_ROK = 0
 _RECORDS_IN_FLIGHT = 2
+_RECORD_RETRY_FIRST_S = 0.05  # a batch the store could not take is tried again after this,
+_RECORD_RETRY_MAX_S = 5.0  # doubling up to this
 _COMPOSE_SLICE = 64  # requests handled between two checkpoints of a batch accept
 _RESTORE_SLICE = 64  # messages queued between two checkpoints of restore()
 _ESME_RSYSERR = 0x08
@@ -956,12 +958,43 @@ class Pipeline:
 
         try:
             started = time.perf_counter()
-            await self.store.record(batch, on_committed=committed)
+            await self._record_until_stored(batch, committed)
             if self.metrics is not None:
                 self.metrics.store_commit(time.perf_counter() - started)
         finally:
             if not released:
                 room.release()
+
+    async def _record_until_stored(
+        self, batch: list[Transition], committed: Callable[[], None]
+    ) -> None:
+        """Store ``batch``, trying again (with backoff) for as long as the store fails.
+
+        The transitions are only in memory until then, so they are never dropped, and the
+        daemon does not stop: a database restart or a dropped connection pauses the sending
+        instead. The parts the batch confirms keep their window slots until it is stored, so
+        the binds stop once the allowance is used up, and the receipts waiting for it are not
+        answered (the SMSC delivers them again). Counted as ``record_retries``. Only a store
+        closed for good (shutdown) ends the attempts."""
+        delay = _RECORD_RETRY_FIRST_S
+        again = False
+        while True:
+            try:
+                await self.store.record(batch, on_committed=committed, again=again)
+                return
+            except StoreClosedError:
+                raise
+            except StoreError as exc:
+                self._count("record_retries")
+                logger.error(
+                    "could not store %d status changes (trying again in %.2f s): %s",
+                    len(batch),
+                    delay,
+                    exc,
+                )
+                await trio.sleep(delay)
+                delay = min(delay * 2, _RECORD_RETRY_MAX_S)
+                again = True  # the failed call may have committed after all
 
     async def flush(self) -> None:
         """Wait until every transition so far is committed (shutdown, tests)."""

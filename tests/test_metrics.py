@@ -351,6 +351,7 @@ def known_labels() -> dict[str, set[str]]:
     metrics = Metrics()
     metrics.update_binds(snapshot(bind_status("r", "r#1", throttled=1, reconnects=1)))
     metrics.update_webhooks(WebhookStats(delivered=0, retried=0, failed=1, dropped=0, pending=0))
+    metrics.pipeline_events({"record_retries": 1})
     labels: dict[str, set[str]] = {}
     for family in families(metrics).values():
         name = family.name + "_total" if family.type == "counter" else family.name
@@ -400,6 +401,7 @@ def test_alert_rules() -> None:
         "UlakQueueDepthGrowing",
         "UlakDeliveryRateFalling",
         "UlakOtpLatencyHigh",
+        "UlakStoreFailing",
     }
     assert (rules["UlakBindDown"]["expr"], rules["UlakBindDown"]["for"]) == (
         "ulak_bind_up == 0",
@@ -413,6 +415,8 @@ def test_alert_rules() -> None:
     otp = rules["UlakOtpLatencyHigh"]
     assert otp["for"] == "5m" and otp["expr"].startswith("histogram_quantile(0.99,")
     assert 'class="otp"' in otp["expr"] and otp["expr"].endswith("> 2")
+    store = rules["UlakStoreFailing"]
+    assert 'event="record_retries"' in store["expr"] and store["labels"]["severity"] == "critical"
 
 
 def test_grafana_dashboard() -> None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import trio
 import trio.testing
+import trio_asyncio
 
 from gateway.binds import BindSupervisor
 from gateway.bindstate import RouteSettings
@@ -25,9 +27,12 @@ from protocols.constants import CommandStatus, EsmClass, MessageState
 from protocols.pdu import DeliverSm
 from protocols.receipts import format_receipt_text
 from queues.classqueue import QueuedPart
-from queues.model import ConsentRecord, MessageClass, MessageView, Status
+from queues.model import ConsentRecord, MessageClass, MessageView, Status, Transition
+from queues.postgres import PostgresStore
 from queues.sqlite import SQLiteStore
 from queues.store import HeldReceipt, Store, StoreError
+from tests.test_store_postgres import DATABASE_URL as PG_URL
+from tests.test_store_postgres import _admin as pg_admin
 
 TO = "+905321234567"
 
@@ -103,6 +108,8 @@ async def running(
     sim: dict[str, Any] | None = None,
     binds: bool = True,
     wall: Callable[[], float] = time.time,
+    store_opener: Callable[[Settings], AbstractAsyncContextManager[Store]] = open_store,
+    wrap_store: Callable[[Store], Store] = lambda store: store,
     **config: Any,
 ) -> AsyncIterator[Running]:
     async with trio.open_nursery() as nursery:
@@ -110,7 +117,8 @@ async def running(
             serve_simulator, SimulatorSettings(accounts={"ulak": "secret"}, **(sim or {}))
         )
         settings = _settings(folder, handle.port, **config)
-        async with open_store(settings) as store:
+        async with store_opener(settings) as real_store:
+            store = wrap_store(real_store)
             pipeline = Pipeline(settings, store, wall=wall)
             await pipeline.restore()
             routes = [RouteSettings.from_config(r) for r in settings.routes]
@@ -444,6 +452,119 @@ async def test_a_deliver_sm_the_store_cannot_take_is_answered_for_a_retry(tmp_pa
     # ESME_RX_T_APPN: the SMSC delivers each again; nothing was raised into the bind.
     assert answers == [CommandStatus.ESME_RX_T_APPN] * 2
     assert pipeline.counts["deliver_store_errors"] == 2
+
+
+class _RecordFailsUntilDelivered:
+    """The real store, whose ``record`` fails each batch holding a submission until a batch
+    holding a delivery has been stored: the database came back between the two batches, so
+    the later one (the receipt) is stored before the retried earlier one (the submission)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.failures = 0
+        self.stored_again = 0
+        self.delivered_stored = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def record(
+        self,
+        transitions: Sequence[Transition],
+        on_committed: Callable[[], None] | None = None,
+        *,
+        again: bool = False,
+    ) -> None:
+        statuses = {t.status for t in transitions}
+        if Status.SUBMITTED in statuses and not self.delivered_stored:
+            assert Status.DELIVERED not in statuses  # receipts come 0.3 s after the response
+            self.failures += 1
+            await trio.lowlevel.checkpoint()
+            raise StoreError("could not connect to server: Connection refused")
+        self.stored_again += again
+        await self._store.record(transitions, on_committed=on_committed, again=again)
+        self.delivered_stored |= Status.DELIVERED in statuses
+
+
+async def test_status_changes_the_store_refuses_are_kept_and_stored_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    failing: list[_RecordFailsUntilDelivered] = []
+
+    def wrap(store: Store) -> Store:
+        failing.append(_RecordFailsUntilDelivered(store))
+        return cast(Store, failing[0])
+
+    async with running(tmp_path, sim={"receipt_delay_s": 0.3}, wrap_store=wrap) as r:
+        message_id = await r.send("Siparişiniz kargoya verildi.")
+        view = await r.wait_status(message_id, lambda s: s.is_final)
+        # The pipeline kept running through the failures, and sends on.
+        second = await r.send("Siparişiniz teslim edildi.")
+        assert (
+            await r.wait_status(second, lambda s: s.is_final)
+        ).message.status is Status.DELIVERED
+    assert failing[0].failures >= 1
+    assert r.pipeline.counts["record_retries"] == failing[0].failures
+    assert failing[0].stored_again == 1  # the failed batch, marked as maybe stored already
+    # The retried submission, stored after the delivery, did not take the final status back.
+    assert view.message.status is Status.DELIVERED
+    [part] = view.parts
+    assert part.status is Status.DELIVERED and part.smsc_id  # the submission's id is kept
+    assert [e.status for e in view.history if e.part == 0] == [Status.SUBMITTED, Status.DELIVERED]
+
+
+@asynccontextmanager
+async def _postgres_store(settings: Settings) -> AsyncIterator[Store]:
+    """A PostgreSQL store on a throwaway schema of the local service, dropped afterwards."""
+    async with trio_asyncio.open_loop():
+        schema = f"ulak_test_{uuid.uuid4().hex[:16]}"
+        await pg_admin("SELECT 1")  # fails the test clearly when the server is down
+        store = await PostgresStore.open(PG_URL, schema=schema)
+        try:
+            yield store
+        finally:
+            with trio.CancelScope(shield=True):
+                await store.aclose()
+                await pg_admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+async def test_postgresql_sessions_killed_under_load_lose_no_status_change(
+    tmp_path: Path,
+) -> None:
+    """The server ends the store's sessions (as on a restart or failover) again and again
+    while messages are sent and their receipts come back: the pipeline waits and tries again,
+    and every message still ends delivered, with its whole history."""
+    delivered: set[str] = set()
+    async with running(tmp_path, store_opener=_postgres_store, sim={"receipt_delay_s": 0.05}) as r:
+        r.pipeline.status_listeners.append(
+            lambda t: delivered.add(t.message_id) if t.status is Status.DELIVERED else None
+        )
+        batch = [
+            MessageRequest(f"+90532{n:07d}", f"Sipariş {n}", MessageClass.TRANSACTIONAL)
+            for n in range(400)
+        ]
+        items = await r.pipeline.accept(r.tenant, batch)
+        ids = [item.result.id for item in items if item.result is not None]
+        assert len(ids) == len(batch)
+        kills = 0
+        with trio.fail_after(60):
+            while kills < 8:  # each time, once the work has gone on since the last kill
+                seen = len(delivered)
+                while len(delivered) < min(seen + 20, len(ids)):
+                    await trio.sleep(0.005)
+                await pg_admin(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = 'ulak' AND datname = current_database()"
+                )
+                kills += 1
+        views = [await r.wait_status(i, lambda s: s.is_final) for i in ids]
+    assert r.pipeline.counts.get("record_retries", 0) >= 1  # some kills hit a transaction
+    assert {v.message.status for v in views} == {Status.DELIVERED}
+    for view in views:
+        assert [e.status for e in view.history if e.part == 0] == [
+            Status.SUBMITTED,
+            Status.DELIVERED,
+        ]
 
 
 async def test_a_durdur_reply_opts_the_number_out_of_marketing(tmp_path: Path) -> None:
