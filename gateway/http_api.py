@@ -70,7 +70,7 @@ from gateway.totp import (
     TotpWrongCode,
 )
 from queues.model import ConsentRecord, MessageClass, MessageView
-from queues.store import Store, TotpEnrollment
+from queues.store import Store, StoreError, TotpEnrollment
 
 __all__ = [
     "BatchBody",
@@ -418,7 +418,8 @@ def openapi_document() -> dict[str, Any]:
                     "description": _TITLES.get(status, "OK"),
                     "content": {"application/json": {"schema": ref(model, "serialization")}},
                 }
-        statuses = set(e.errors) | ({401} if e.auth else set())
+        # Every authenticated endpoint reads or writes the store: 503 while it is down.
+        statuses = set(e.errors) | ({401, 503} if e.auth else set())
         for status in sorted(statuses):
             responses[str(status)] = {
                 "description": _TITLES[status],
@@ -788,9 +789,20 @@ def build_app(
         logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return problem(500, "internal error; see the server log")
 
+    async def store_error(request: Request, exc: Exception) -> Response:
+        # Nothing of the request was kept (a write is all or nothing): safe to send again.
+        logger.error("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+        response = problem(503, "store: the database is unavailable; nothing was kept, try again")
+        response.headers["Retry-After"] = "1"
+        return response
+
     return Starlette(
         routes=routes,
-        exception_handlers={HTTPException: http_error, Exception: server_error},
+        exception_handlers={
+            HTTPException: http_error,
+            StoreError: store_error,
+            Exception: server_error,
+        },
     )
 
 

@@ -21,7 +21,7 @@ import trio
 from gateway.config import TenantConfig
 from gateway.webhooks import WebhookSender
 from queues.model import Transition
-from queues.store import Store
+from queues.store import Store, StoreError
 
 __all__ = ["WebhookRelay"]
 
@@ -43,11 +43,15 @@ class WebhookRelay:
         tenants: Mapping[str, TenantConfig],
         *,
         gather_s: float = 0.05,
+        retry_s: float = 1.0,
     ) -> None:
         self._sender = sender
         self._store = store
         self._tenants = dict(tenants)
         self._gather_s = gather_s
+        self._retry_s = retry_s
+        self.lookup_failures = 0
+        """Store reads of callback targets that failed (their events waited and went later)."""
         self._pending: list[Transition] = []
         self._wake = trio.Event()
         self.unsigned = 0
@@ -70,7 +74,21 @@ class WebhookRelay:
             batch, self._pending = self._pending, []
             if not batch:
                 continue
-            targets = await self._store.callback_targets([t.message_id for t in batch])
+            try:
+                targets = await self._store.callback_targets([t.message_id for t in batch])
+            except StoreError as exc:
+                # The events wait (first, in order) for the store to come back.
+                self.lookup_failures += 1
+                logger.warning(
+                    "webhooks: cannot look up %d status changes (trying again in %g s): %s",
+                    len(batch),
+                    self._retry_s,
+                    exc,
+                )
+                self._pending[:0] = batch
+                await trio.sleep(self._retry_s)
+                self._wake.set()
+                continue
             for transition in batch:
                 target = targets.get(transition.message_id)
                 if target is None:

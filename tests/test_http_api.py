@@ -333,6 +333,23 @@ async def test_consent_put_delete_get_and_marketing_follows(api: Api) -> None:
 # --- operations -------------------------------------------------------------------------------
 
 
+async def test_a_store_that_is_down_is_503_with_retry_after(api: Api) -> None:
+    response = await api.post(
+        "/v1/messages", {"to": TO, "text": "Siparişiniz hazır.", "class": "transactional"}
+    )
+    assert response.status_code == 202, response.text
+    message_id = response.json()["id"]
+    await api.store.aclose()  # as on shutdown, or with the database gone
+    for response in (
+        await api.post(
+            "/v1/messages", {"to": TO, "text": "Siparişiniz hazır.", "class": "transactional"}
+        ),
+        await api.client.get(f"/v1/messages/{message_id}", headers=api.auth()),
+    ):
+        _is_problem(response, 503, "store", "try again")
+        assert response.headers["retry-after"] == "1"
+
+
 async def test_metrics_health_and_docs(api: Api) -> None:
     metrics = await api.client.get("/metrics")
     assert metrics.status_code == 200 and "ulak_" in metrics.text

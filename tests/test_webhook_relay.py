@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import trio
@@ -17,6 +17,7 @@ from gateway.config import WebhooksConfig
 from gateway.simulator import MoMessage
 from gateway.webhook_relay import WebhookRelay
 from gateway.webhooks import WebhookSender, verify_signature
+from queues.store import Store, StoreError
 from tests.test_pipeline import Running, running
 from tests.test_webhooks import Receiver
 
@@ -47,10 +48,15 @@ def _tenants(url: str) -> list[dict[str, Any]]:
 
 
 @asynccontextmanager
-async def relaying(folder: Path, hook: str, **kw: Any) -> AsyncIterator[Running]:
+async def relaying(
+    folder: Path, hook: str, relays: list[WebhookRelay] | None = None, **kw: Any
+) -> AsyncIterator[Running]:
     async with running(folder, tenants=_tenants(hook), **kw) as r:
         sender = WebhookSender(WebhooksConfig(backoff_initial_s=0.01))
-        relay = WebhookRelay(sender, r.store, {t.name: t for t in r.pipeline.settings.tenants})
+        tenants = {t.name: t for t in r.pipeline.settings.tenants}
+        relay = WebhookRelay(sender, r.store, tenants, retry_s=0.02)
+        if relays is not None:
+            relays.append(relay)
         r.pipeline.status_listeners.append(relay.on_status)
         r.pipeline.mo_listeners.append(relay.on_mo)
         async with trio.open_nursery() as nursery:
@@ -117,3 +123,37 @@ async def test_an_mo_stop_reply_is_posted_with_its_opt_out(tmp_path: Path, hooks
         "DURDUR",
         True,
     )
+
+
+class _LookupFailsTwice:
+    """The real store, whose first two callback-target reads fail (the database restarting)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.failed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def callback_targets(self, message_ids: Any) -> Any:
+        if self.failed < 2:
+            self.failed += 1
+            raise StoreError("PostgreSQL: connection was closed in the middle of operation")
+        return await self._store.callback_targets(message_ids)
+
+
+async def test_status_changes_wait_for_a_store_that_fails_and_then_go(
+    tmp_path: Path, hooks: Receiver
+) -> None:
+    relays: list[WebhookRelay] = []
+    wrap = cast(Any, _LookupFailsTwice)
+    async with relaying(tmp_path, hooks.url("/tenant"), relays, wrap_store=wrap) as r:
+        message_id = await r.send("Siparişiniz yolda.")
+        with trio.fail_after(15):
+            while {"submitted", "delivered"} - {
+                e["status"] for e in _events(hooks, "/tenant") if e["id"] == message_id
+            }:
+                await hooks.wait_requests(len(hooks.requests) + 1)
+    assert relays[0].lookup_failures == 2
+    statuses = [e["status"] for e in _events(hooks, "/tenant") if e["id"] == message_id]
+    assert statuses == ["submitted", "delivered"]  # each once, in order
