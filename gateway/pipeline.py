@@ -182,9 +182,11 @@ class Pipeline:
         self._committed_event = trio.Event()
         self._multi: dict[str, list[Status]] = {}
         self._deferred: dict[str, float] = {}  # message id -> until, while its first part waits
-        # A multipart message whose first part a send-time policy refused: message id -> the
-        # reason and how many of its other parts are still queued (each is dropped, unsent).
-        self._refused: dict[str, tuple[str, int]] = {}
+        # A multipart message whose first part a send-time policy refused, or one part of
+        # which the SMSC rejected: message id -> the reason, how many of its other parts may
+        # still be queued (each is dropped, unsent, as it comes up), and whether the message
+        # is still open (its parts' outcomes decide it; a refused one was ended at once).
+        self._refused: dict[str, tuple[str, int, bool]] = {}
         # Parts handed to a bind whose outcome is not committed yet, per route, at most the
         # route's binds x window: after a kill -9, the parts the SMSC may have taken without
         # the store knowing (and so sent again at restart) are never more than one window per
@@ -383,6 +385,8 @@ class Pipeline:
                         indices = await self.store.parts_to_send(message.id)
                         if len(indices) < message.parts:  # some went out before the stop
                             await self._load_part_statuses(message.tenant, message.id)
+                            if self._reject_unsent(message, indices, now):
+                                continue
                         if not indices:
                             continue  # every part is out: only receipts are awaited
                     self._enqueue(self._recompose(message), indices, now)
@@ -411,6 +415,18 @@ class Pipeline:
             if not ref.status.is_final:
                 self._apply_receipt((ref.message_id, ref.part), ref.parts, receipt, now)
         await self.store.drop_held_receipts(resolved, now - hold_s)
+
+    def _reject_unsent(self, message: MessageRecord, indices: list[int], wall: float) -> bool:
+        """At restore: a multipart message of which the SMSC rejected a part before the stop
+        sends none of the parts it had left (as :meth:`on_rejected` would have dropped them);
+        they are marked rejected. True if so."""
+        statuses = self._multi.get(message.id)
+        if statuses is None or Status.REJECTED not in statuses:
+            return False
+        reason = f"part {statuses.index(Status.REJECTED) + 1} rejected by the SMSC"
+        for index in indices:
+            self._part_final(message.id, index, message.parts, Status.REJECTED, wall, reason)
+        return True
 
     async def _load_part_statuses(self, tenant: str, message_id: str) -> None:
         """Learn a multipart message's part statuses from the store, unless known: after a
@@ -528,22 +544,28 @@ class Pipeline:
             # tail of a campaign); its first part is marked as its other parts will be.
             self._deferred.pop(part.message_id, None)
             self._transition(Transition(part.message_id, Status.REJECTED, now, part=0, error=error))
-            self._refused[part.message_id] = (error, part_count(part) - 1)
+            self._refused[part.message_id] = (error, part_count(part) - 1, False)
         self._count("rejected")
         return False
 
     def _drop_refused(self, part: QueuedPart, now: float) -> bool:
-        """If ``part`` belongs to a message whose first part was refused, mark it rejected
-        as well, unsent, and return True."""
-        refused = self._refused.pop(part.message_id, None)
+        """If ``part`` belongs to a message whose first part was refused (or one of whose
+        parts the SMSC rejected), mark it rejected as well, unsent, and return True."""
+        message_id = part.message_id
+        refused = self._refused.pop(message_id, None)
         if refused is None:
             return False
-        error, left = refused
-        self._transition(
-            Transition(part.message_id, Status.REJECTED, now, part=part.index, error=error)
-        )
-        if left > 1:
-            self._refused[part.message_id] = (error, left - 1)
+        error, left, open_message = refused
+        if open_message:
+            self._part_final(message_id, part.index, part_count(part), Status.REJECTED, now, error)
+            more = message_id in self._multi  # else that was its last open part
+        else:
+            self._transition(
+                Transition(message_id, Status.REJECTED, now, part=part.index, error=error)
+            )
+            more = True
+        if left > 1 and more:
+            self._refused[message_id] = (error, left - 1, open_message)
         return True
 
     # --- PartSink ---------------------------------------------------------------------------
@@ -598,10 +620,14 @@ class Pipeline:
         self._settle(op.route)
         wall = self.wall()
         error = f"command_status 0x{command_status:08X}"
-        self._part_final(
-            part.message_id, part.index, part_count(part), Status.REJECTED, wall, error
-        )
+        parts = part_count(part)
+        self._part_final(part.message_id, part.index, parts, Status.REJECTED, wall, error)
         self._count("rejected")
+        if part.message_id in self._multi and part.index + 1 < parts:
+            # Its later parts, those not sent yet, stay unsent: the handset could never join
+            # the message, and each would be paid for. (Parts sent already cannot be helped.)
+            reason = f"part {part.index + 1} rejected by the SMSC ({error})"
+            self._refused.setdefault(part.message_id, (reason, parts - part.index - 1, True))
 
     def on_retry(self, op: OutboundPart, delay_s: float, reason: str, now: float) -> None:
         part: QueuedPart = op.part_id  # type: ignore[assignment]
@@ -747,6 +773,7 @@ class Pipeline:
             self._count(final.value)
             del self._multi[message_id]
             self._deferred.pop(message_id, None)  # expired while deferred, say
+            self._refused.pop(message_id, None)  # its other parts were in flight
 
     async def _on_mo(self, pdu: DeliverSm | DataSm, wall: float) -> int:
         data = pdu.short_message if isinstance(pdu, DeliverSm) else b""

@@ -412,6 +412,47 @@ async def test_the_parts_of_a_refused_message_that_expire_stay_rejected(tmp_path
     assert r.pipeline._refused == {} and r.pipeline._multi == {}
 
 
+LONG = "Kampanya: sepetinizdeki ürünlerde bugüne özel yüzde yirmi indirim sizi bekliyor. " * 6
+
+
+async def test_an_smsc_rejection_of_one_part_leaves_the_later_parts_unsent(tmp_path: Path) -> None:
+    async with running(tmp_path, binds=False) as r:
+        message_id = await r.send(LONG)
+        first, second = r.pipeline.get_nowait("sim"), r.pipeline.get_nowait("sim")
+        assert first is not None and second is not None
+        r.pipeline.on_submitted(first, "0A0A", "sim#1", trio.current_time())
+        r.pipeline.on_rejected(second, int(CommandStatus.ESME_RINVDSTADR), trio.current_time())
+        assert r.pipeline.get_nowait("sim") is None  # the rest is dropped, not sent
+        assert await r.pipeline.on_deliver(_receipt_pdu("0A0A", "DELIVRD"), "t") == 0
+        view = await r.wait_status(message_id, lambda s: s.is_final)
+    n = len(view.parts)
+    assert n >= 4
+    assert [p.status for p in view.parts] == [Status.DELIVERED] + [Status.REJECTED] * (n - 1)
+    assert view.parts[1].error == "command_status 0x0000000B"
+    assert all("part 2 rejected by the SMSC" in (p.error or "") for p in view.parts[2:])
+    assert view.message.status is Status.REJECTED
+    assert r.pipeline._refused == {} and r.pipeline._multi == {}
+
+
+async def test_after_a_restart_the_parts_left_of_a_rejected_one_stay_unsent(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, binds=False) as r:
+        message_id = await r.send(LONG)
+        first, second = r.pipeline.get_nowait("sim"), r.pipeline.get_nowait("sim")
+        assert first is not None and second is not None
+        r.pipeline.on_submitted(first, "0B0B", "sim#1", trio.current_time())
+        r.pipeline.on_rejected(second, int(CommandStatus.ESME_RINVDSTADR), trio.current_time())
+    async with running(tmp_path, binds=False) as r:  # a new process: nothing in memory
+        assert r.pipeline.get_nowait("sim") is None
+        assert await r.pipeline.on_deliver(_receipt_pdu("0B0B", "DELIVRD"), "t") == 0
+        view = await r.wait_status(message_id, lambda s: s.is_final)
+    n = len(view.parts)
+    assert [p.status for p in view.parts] == [Status.DELIVERED] + [Status.REJECTED] * (n - 1)
+    assert view.message.status is Status.REJECTED
+    assert r.pipeline._multi == {}
+
+
 async def test_an_opt_out_before_a_restart_stops_the_restored_campaign_message(
     tmp_path: Path,
 ) -> None:
