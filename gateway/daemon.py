@@ -214,7 +214,7 @@ async def _serve_redis(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The Redis stream ingress and the status events it publishes (``[redis]``)."""
-    from queues.redis_ingress import RedisIngress
+    from queues.redis_ingress import EventOutbox, RedisIngress
 
     config = settings.redis
     assert config is not None
@@ -231,8 +231,7 @@ async def _serve_redis(
         block_ms=config.block_ms,
         claim_idle_ms=int(config.claim_idle_s * 1000),
     )
-    events: list[dict[str, str]] = []
-    wake = trio.Event()
+    outbox = EventOutbox(ingress)
 
     def on_status(transition: Transition) -> None:
         event = {
@@ -242,21 +241,12 @@ async def _serve_redis(
         }
         if transition.error:
             event["error"] = transition.error
-        events.append(event)
-        wake.set()
-
-    async def publish() -> None:
-        nonlocal wake, events
-        while True:
-            await wake.wait()
-            wake = trio.Event()
-            batch, events = events, []
-            await ingress.publish_events(batch)
+        outbox.add(event)
 
     pipeline.status_listeners.append(on_status)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(publish)
+            nursery.start_soon(outbox.run)
             await nursery.start(ingress.run, pipeline, {t.name: t for t in settings.tenants})
             task_status.started()
     finally:

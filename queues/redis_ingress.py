@@ -31,6 +31,7 @@ Callers see plain trio coroutine functions.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -55,6 +56,7 @@ from queues.store import StoreError
 
 __all__ = [
     "Acceptor",
+    "EventOutbox",
     "IngressCounts",
     "IngressError",
     "ParsedEntry",
@@ -560,6 +562,69 @@ def _safe_url(url: str) -> str:
 
 
 # --- asyncio-side helpers (run through RedisIngress._aio) -----------------------------------
+
+
+class EventOutbox:
+    """Status events on their way to the events stream: :meth:`add` (the pipeline's listener)
+    never blocks or fails; :meth:`run` appends what has gathered, a batch at a time.
+
+    While Redis cannot be reached the events wait, in order, and go once it is back; past
+    ``limit`` waiting, the oldest are dropped (``dropped``: the stream is a feed, the store
+    keeps every status). An error that retrying cannot cure (say, the key holds another type)
+    costs its batch (``failed``) rather than the daemon."""
+
+    def __init__(self, ingress: RedisIngress, *, limit: int = 100_000) -> None:
+        self._ingress = ingress
+        self._limit = limit
+        self._events: collections.deque[Mapping[str, str]] = collections.deque()
+        self._wake = trio.Event()
+        self.published = 0
+        self.dropped = 0
+        self.failed = 0
+        self.retries = 0
+
+    def add(self, event: Mapping[str, str]) -> None:
+        if len(self._events) >= self._limit:
+            self._events.popleft()
+            self.dropped += 1
+        self._events.append(event)
+        self._wake.set()
+
+    def waiting(self) -> int:
+        return len(self._events)
+
+    async def run(self, *, batch: int = 1000) -> None:
+        backoff = Backoff(0.1, 5.0)
+        events = self._events
+        while True:
+            if not events:
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            chunk = [events[i] for i in range(min(batch, len(events)))]
+            dropped = self.dropped
+            try:
+                await self._ingress.publish_events(chunk)
+            except IngressError as exc:
+                if exc.transient:
+                    self.retries += 1
+                    delay = backoff.next_delay()
+                    logger.warning(
+                        "events stream: %s; %d events wait, retrying in %.2f s",
+                        exc,
+                        len(events),
+                        delay,
+                    )
+                    await trio.sleep(delay)
+                    continue
+                self.failed += len(chunk)
+                logger.error("events stream: %s; %d events not published", exc, len(chunk))
+            else:
+                self.published += len(chunk)
+                backoff.reset()
+            # Those sent (or given up) leave, less any that overflow pushed out meanwhile.
+            for _ in range(max(0, len(chunk) - (self.dropped - dropped))):
+                events.popleft()
 
 
 async def _create_group(client: aioredis.Redis, stream: str, group: str) -> None:

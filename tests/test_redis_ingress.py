@@ -8,13 +8,15 @@ never for time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -26,7 +28,7 @@ from gateway.config import TenantConfig, parse_config
 from gateway.daemon import open_store
 from gateway.pipeline import AcceptItem, Pipeline
 from queues.model import MessageClass
-from queues.redis_ingress import Acceptor, IngressError, RedisIngress
+from queues.redis_ingress import Acceptor, EventOutbox, IngressError, RedisIngress
 from queues.store import Store, StoreError
 
 REDIS_URL = os.environ.get("ULAK_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -493,3 +495,81 @@ async def test_open_needs_the_trio_asyncio_loop_and_a_reachable_server(env: Env)
             await RedisIngress.open(REDIS_URL, consumer="x")
     finally:
         trio_asyncio.current_loop.reset(token)
+
+
+class _Relay:
+    """A TCP relay to the real Redis that can be cut and put back (Redis restarting)."""
+
+    def __init__(self, target: str) -> None:
+        url = urllib.parse.urlsplit(target)
+        self._target = (url.hostname or "127.0.0.1", url.port or 6379)
+        self._path = url.path
+        self.port = 0
+        self._scope = trio.CancelScope()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}{self._path}"
+
+    async def _pipe(self, source: trio.SocketStream, sink: trio.SocketStream) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            async for data in source:
+                await sink.send_all(data)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await sink.send_eof()
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        server = await trio.open_tcp_stream(*self._target)
+        async with client, server, trio.open_nursery() as nursery:
+            nursery.start_soon(self._pipe, client, server)
+            nursery.start_soon(self._pipe, server, client)
+
+    async def run(
+        self,
+        *,
+        task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        with self._scope:
+            listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
+            self.port = listeners[0].socket.getsockname()[1]
+            await trio.serve_listeners(self._handle, listeners, task_status=task_status)
+
+    def cut(self) -> None:
+        """Close the listener and every relayed connection."""
+        self._scope.cancel()
+        self._scope = trio.CancelScope()
+
+
+async def test_status_events_wait_while_redis_is_away_and_go_in_order(env: Env) -> None:
+    relay = _Relay(REDIS_URL)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(relay.run)
+        names: dict[str, Any] = env.names()
+        ingress = await RedisIngress.open(relay.url, consumer="b", **names)
+        outbox = EventOutbox(ingress)
+        try:
+            nursery.start_soon(outbox.run)
+            for n in range(3):
+                outbox.add({"id": f"m{n}", "status": "submitted"})
+            await until(lambda: outbox.published == 3)
+            relay.cut()  # Redis is gone: the events wait
+            for n in range(3, 6):
+                outbox.add({"id": f"m{n}", "status": "delivered"})
+            await until(lambda: outbox.retries >= 1)
+            assert outbox.published == 3 and outbox.waiting() == 3
+            await nursery.start(relay.run)  # back, on the same port
+            await until(lambda: outbox.published == 6)
+        finally:
+            await ingress.aclose()
+            nursery.cancel_scope.cancel()
+    rows = await aio(env.redis.xrange(f"{env.prefix}:events"))
+    ids = [fields[b"id"].decode() for _, fields in rows]
+    assert ids == [f"m{n}" for n in range(6)]
+    assert (outbox.dropped, outbox.failed, outbox.waiting()) == (0, 0, 0)
+
+
+def test_the_outbox_keeps_the_newest_events_up_to_its_limit() -> None:
+    outbox = EventOutbox(cast(RedisIngress, None), limit=3)
+    for n in range(5):
+        outbox.add({"id": f"m{n}"})
+    assert (outbox.waiting(), outbox.dropped) == (3, 2)
