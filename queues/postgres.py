@@ -818,13 +818,14 @@ async def _apply_transitions(
             smsc_key = smsc_key if smsc_key is not None else before[2]
             submitted_at = submitted_at if submitted_at is not None else before[4]
         parts[key] = (t.status.value, smsc_id, smsc_key, t.error, submitted_at)
+    kept = _kept if again else _set
     # Sorted, so that two instances updating the same rows lock them in one order.
     if parts:
         rows = sorted(parts.items())
         await conn.execute(
-            f"UPDATE parts p SET status = {_kept('p', 'status')},"
+            f"UPDATE parts p SET status = {kept('p', 'status')},"
             " smsc_id = coalesce(u.smsc_id, p.smsc_id),"
-            f" smsc_key = coalesce(u.smsc_key, p.smsc_key), error = {_kept('p', 'error')},"
+            f" smsc_key = coalesce(u.smsc_key, p.smsc_key), error = {kept('p', 'error')},"
             " submitted_at = coalesce(u.submitted_at, p.submitted_at)"
             " FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::text[],"
             " $6::text[], $7::float8[])"
@@ -837,7 +838,7 @@ async def _apply_transitions(
     if messages:
         ordered = sorted(messages.items())
         await conn.execute(
-            f"UPDATE messages m SET status = {_kept('m', 'status')}, updated_at = u.at"
+            f"UPDATE messages m SET status = {kept('m', 'status')}, updated_at = u.at"
             " FROM unnest($1::text[], $2::text[], $3::float8[]) AS u(id, status, at)"
             " WHERE m.id = u.id",
             [k for k, _ in ordered],
@@ -869,12 +870,17 @@ async def _apply_transitions(
 def _kept(row: str, column: str) -> str:
     """SQL for ``column`` of ``row`` set to ``u.column`` unless the row's status is final and
     ``u.status`` is not. A final status stays (with its error): a batch of transitions retried
-    after a failed commit may land after a later batch that finished the part."""
+    after a failed commit may land after a later batch that finished the part. (Batches not
+    retried are written in order, and skip the test.)"""
     final = FINAL_STATUSES_SQL
     return (
         f"CASE WHEN {row}.status IN {final} AND u.status NOT IN {final}"
         f" THEN {row}.{column} ELSE u.{column} END"
     )
+
+
+def _set(row: str, column: str) -> str:
+    return f"u.{column}"
 
 
 async def _insert_consent(conn: Conn, records: list[ConsentRecord]) -> None:

@@ -107,11 +107,12 @@ class Store(Protocol):
         both, and read back by :func:`history` as both events). Every transition is also
         appended to the history. Transitions of unknown messages are ignored.
 
-        A final status is never replaced by a non-final one (the transitions of a batch
-        stored late, after a failure, may be older than those stored meanwhile). ``again``
-        says the transitions may be stored already: a call that failed can have committed
-        all the same (the connection dropped after the server's commit), so each history row
-        is added only if the same event is not there yet.
+        ``again`` marks a call made again after it failed. Its transitions may be older than
+        those stored meanwhile, so none of them replaces a final status with a non-final one;
+        and they may be stored already (the call can have committed all the same, the
+        connection dropping after the server's commit), so each history row is added only if
+        the same event is not there yet. Calls not made again are applied as they come, in
+        order.
         """
         ...
 
