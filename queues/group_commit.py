@@ -44,7 +44,7 @@ from queues.model import (
     OtpRecord,
     Transition,
 )
-from queues.store import HeldReceipt, StoreClosedError, TotpEnrollment
+from queues.store import HeldReceipt, StoreClosedError, StoredWebhook, TotpEnrollment
 
 __all__ = [
     "BULK",
@@ -62,7 +62,16 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 JobKind = Literal[
-    "accept", "record", "consent", "otp_put", "otp_update", "totp_put", "hold", "drop_held"
+    "accept",
+    "record",
+    "consent",
+    "otp_put",
+    "otp_update",
+    "totp_put",
+    "hold",
+    "drop_held",
+    "hooks_put",
+    "hooks_drop",
 ]
 
 FIRST, URGENT, BULK = 0, 1, 2
@@ -84,6 +93,9 @@ class WriteJob:
     """The ids and the cut-off time of a ``drop_held`` job."""
     again: bool = False
     """A ``record`` job's transitions may be stored already (see ``Store.record``)."""
+    hooks: Sequence[StoredWebhook] = ()
+    hook_ids: Sequence[str] = ()
+    """The event ids of a ``hooks_drop`` job."""
     done: trio.Event = field(default_factory=trio.Event)
     results: list[AcceptResult] = field(default_factory=list)
     error: BaseException | None = None
@@ -292,6 +304,8 @@ def lane_of(job: WriteJob) -> int:
         return URGENT
     if job.kind == "accept":
         return FIRST if any(m.klass is MessageClass.OTP for m in job.messages) else BULK
+    if job.kind in ("hooks_put", "hooks_drop"):
+        return BULK  # nothing waits on them but the webhook journal
     return FIRST
 
 
@@ -347,3 +361,15 @@ class GroupCommitWrites:
     async def drop_held_receipts(self, smsc_ids: Sequence[str], received_before: float) -> None:
         job = WriteJob("drop_held", 1, drop_held=(tuple(smsc_ids), received_before))
         await self._commit.submit(job)
+
+    async def put_webhooks(self, hooks: Sequence[StoredWebhook]) -> None:
+        if not hooks:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._commit.submit(WriteJob("hooks_put", len(hooks), hooks=list(hooks)))
+
+    async def drop_webhooks(self, event_ids: Sequence[str]) -> None:
+        if not event_ids:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._commit.submit(WriteJob("hooks_drop", len(event_ids), hook_ids=list(event_ids)))

@@ -168,6 +168,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        6,
+        "webhook events not delivered yet",
+        (
+            """
+            CREATE TABLE webhooks (
+                event_id TEXT PRIMARY KEY,
+                tenant TEXT NOT NULL,
+                url TEXT NOT NULL,
+                body BLOB NOT NULL,
+                created_at REAL NOT NULL
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

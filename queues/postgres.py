@@ -58,6 +58,7 @@ from queues.model import (
 from queues.store import (
     HeldReceipt,
     StoreClosedError,
+    StoredWebhook,
     StoreError,
     TotpEnrollment,
     history,
@@ -219,6 +220,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        6,
+        "webhook events not delivered yet",
+        (
+            """
+            CREATE TABLE webhooks (
+                event_id text COLLATE "C" PRIMARY KEY,
+                tenant text NOT NULL,
+                url text NOT NULL,
+                body bytea NOT NULL,
+                created_at double precision NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
@@ -370,6 +386,23 @@ class PostgresStore(GroupCommitWrites):
                     for job in run:
                         assert job.totp is not None
                         await _put_totp(conn, job.totp)
+                elif kind == "hooks_put":
+                    hooks = [h for job in run for h in job.hooks]
+                    await conn.execute(
+                        "INSERT INTO webhooks (event_id, tenant, url, body, created_at)"
+                        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[],"
+                        " $5::float8[]) ON CONFLICT (event_id) DO NOTHING",
+                        [h.event_id for h in hooks],
+                        [h.tenant for h in hooks],
+                        [h.url for h in hooks],
+                        [h.body for h in hooks],
+                        [h.created_at for h in hooks],
+                    )
+                elif kind == "hooks_drop":
+                    await conn.execute(
+                        "DELETE FROM webhooks WHERE event_id = ANY($1::text[])",
+                        [i for job in run for i in job.hook_ids],
+                    )
                 elif kind in ("hold", "drop_held"):
                     for job in run:
                         await _apply_held(conn, job)
@@ -608,6 +641,16 @@ class PostgresStore(GroupCommitWrites):
                 " ORDER BY received_at, smsc_key"
             )
             return [HeldReceipt(r[0], r[1], r[2], r[3]) for r in rows]
+
+        return await self._read(read)
+
+    async def pending_webhooks(self) -> list[StoredWebhook]:
+        async def read(conn: Conn) -> list[StoredWebhook]:
+            rows = await conn.fetch(
+                "SELECT event_id, tenant, url, body, created_at FROM webhooks"
+                " ORDER BY created_at, event_id"
+            )
+            return [StoredWebhook(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
 
         return await self._read(read)
 

@@ -52,6 +52,7 @@ from queues.model import (
 from queues.store import (
     HeldReceipt,
     StoreClosedError,
+    StoredWebhook,
     StoreError,
     TotpEnrollment,
     history,
@@ -446,6 +447,16 @@ class SQLiteStore(GroupCommitWrites):
 
         return await self._read(read)
 
+    async def pending_webhooks(self) -> list[StoredWebhook]:
+        def read(conn: sqlite3.Connection) -> list[StoredWebhook]:
+            rows = conn.execute(
+                "SELECT event_id, tenant, url, body, created_at FROM webhooks"
+                " ORDER BY created_at, event_id"
+            ).fetchall()
+            return [StoredWebhook(e, t, u, bytes(b), c) for e, t, u, b, c in rows]
+
+        return await self._read(read)
+
     async def get_totp(self, tenant: str, user: str) -> TotpEnrollment | None:
         def read(conn: sqlite3.Connection) -> TotpEnrollment | None:
             row = conn.execute(
@@ -570,6 +581,24 @@ def _write_jobs(
         elif kind == "record":
             transitions = [t for job in run for t in job.transitions]
             _apply_transitions(conn, transitions, again=run[0].again)
+        elif kind == "hooks_put":
+            _values(
+                conn,
+                "INSERT OR IGNORE INTO webhooks (event_id, tenant, url, body, created_at) VALUES ",
+                "(?, ?, ?, ?, ?)",
+                [
+                    (h.event_id, h.tenant, h.url, h.body, h.created_at)
+                    for job in run
+                    for h in job.hooks
+                ],
+            )
+        elif kind == "hooks_drop":
+            ids = [i for job in run for i in job.hook_ids]
+            for start in range(0, len(ids), _KEY_CHUNK):
+                chunk = ids[start : start + _KEY_CHUNK]
+                conn.execute(
+                    f"DELETE FROM webhooks WHERE event_id IN ({','.join('?' * len(chunk))})", chunk
+                )
         else:
             for job in run:
                 _apply_single(conn, job)

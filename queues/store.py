@@ -31,7 +31,15 @@ from queues.model import (
     Transition,
 )
 
-__all__ = ["Store", "StoreClosedError", "StoreError", "TotpEnrollment", "history", "stored_outcome"]
+__all__ = [
+    "Store",
+    "StoreClosedError",
+    "StoreError",
+    "StoredWebhook",
+    "TotpEnrollment",
+    "history",
+    "stored_outcome",
+]
 
 
 class StoreError(Exception):
@@ -70,6 +78,21 @@ class HeldReceipt:
     state: int
     err: str | None
     received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredWebhook:
+    """A webhook event not yet delivered (nor given up): kept so that a restart sends it.
+
+    No secret is kept: the event is signed at each attempt with its tenant's
+    ``webhook_secret`` from the configuration of the day.
+    """
+
+    event_id: str
+    tenant: str
+    url: str
+    body: bytes
+    created_at: float
 
 
 class Store(Protocol):
@@ -127,6 +150,18 @@ class Store(Protocol):
     async def drop_held_receipts(self, smsc_ids: Sequence[str], received_before: float) -> None:
         """Drop the held receipts with any of these ids (compared canonically) and those
         received before ``received_before``."""
+        ...
+
+    async def put_webhooks(self, hooks: Sequence[StoredWebhook]) -> None:
+        """Keep webhook events until :meth:`drop_webhooks`; one already kept stays as it is."""
+        ...
+
+    async def drop_webhooks(self, event_ids: Sequence[str]) -> None:
+        """Forget these webhook events (delivered or given up); unknown ids are ignored."""
+        ...
+
+    async def pending_webhooks(self) -> list[StoredWebhook]:
+        """Every webhook event kept and not dropped, oldest first."""
         ...
 
     async def find_part(self, smsc_id_keys: Sequence[str]) -> PartRef | None:

@@ -36,7 +36,7 @@ from queues.model import (
     StatusEvent,
     Transition,
 )
-from queues.store import HeldReceipt, Store, TotpEnrollment
+from queues.store import HeldReceipt, Store, StoredWebhook, TotpEnrollment
 
 __all__ = [
     "ContractStore",
@@ -68,6 +68,7 @@ __all__ = [
     "test_text_and_times_come_back_exactly",
     "test_totp_put_get_replace_and_tenant_isolation",
     "test_unfinished_excludes_final_and_survives_reopen",
+    "test_webhooks_are_kept_until_dropped",
     "test_writes_survive_reopen",
 ]
 
@@ -791,6 +792,25 @@ async def test_held_receipts_are_kept_replaced_and_dropped(
     assert await mine() == [second]
     await store.drop_held_receipts([second.smsc_id], T0)
     assert await mine() == []
+
+
+async def test_webhooks_are_kept_until_dropped(store: ContractStore, reopen: Reopen) -> None:
+    """Kept in order of creation, a second put of one event id changes nothing, bytes come
+    back exactly, and what is kept survives a reopen."""
+    hooks = [
+        StoredWebhook(f"msg-{n}:delivered", "shop", f"https://hooks.example/{n}", body, T0 + n)
+        for n, body in enumerate([b'{"a":1}', '{"text":"Doğrulama"}'.encode(), b"\x00\xff"])
+    ]
+    await store.put_webhooks([hooks[2], hooks[0]])
+    await store.put_webhooks([hooks[1], dataclasses.replace(hooks[0], url="https://other")])
+    assert await store.pending_webhooks() == hooks
+    await store.drop_webhooks([hooks[1].event_id, "never-kept"])
+    store = await reopen(store)
+    assert await store.pending_webhooks() == [hooks[0], hooks[2]]
+    await store.drop_webhooks([h.event_id for h in hooks])
+    await store.put_webhooks([])
+    await store.drop_webhooks([])
+    assert await store.pending_webhooks() == []
 
 
 async def test_writes_survive_reopen(store: ContractStore, reopen: Reopen) -> None:

@@ -226,6 +226,7 @@ async def test_tables_live_in_the_given_schema(store: PostgresStore) -> None:
         "otp",
         "totp",
         "held_receipts",
+        "webhooks",
     }
 
 
