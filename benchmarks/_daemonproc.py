@@ -28,6 +28,7 @@ def daemon_config(
     binds: int = 4,
     window: int = 100,
     route_extra: str = "",
+    tenant_extra: str = "",
     extra: str = "",
     tenant: str = TENANT,
     api_key: str = API_KEY,
@@ -44,6 +45,7 @@ def daemon_config(
         binds=binds,
         window=window,
         route_extra=route_extra,
+        tenant_extra=tenant_extra,
         extra=extra,
     )
 

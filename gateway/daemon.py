@@ -265,7 +265,15 @@ async def _serve_webhooks(
     from gateway.webhook_relay import WebhookRelay
     from gateway.webhooks import WebhookSender
 
-    sender = WebhookSender(settings.webhooks)
+    sender = WebhookSender(settings.webhooks, journal=store)
+    secrets = {
+        t.name: t.webhook_secret.get_secret_value().encode()
+        for t in settings.tenants
+        if t.webhook_secret is not None
+    }
+    restored = sender.restore(await store.pending_webhooks(), secrets)
+    if restored:
+        logger.info("%d webhook events from before the restart queued again", restored)
     relay = WebhookRelay(sender, store, {t.name: t for t in settings.tenants})
     pipeline.status_listeners.append(relay.on_status)
     pipeline.mo_listeners.append(relay.on_mo)

@@ -25,6 +25,7 @@ def simulator_config(
     window: int = 100,
     quiet_hours: tuple[dt.time, dt.time] | None = None,
     route_extra: str = "",
+    tenant_extra: str = "",
     extra: str = "",
 ) -> Path:
     """Write ``folder/ulak.toml`` and return its path.
@@ -33,6 +34,7 @@ def simulator_config(
         port: the simulator's SMPP port on 127.0.0.1.
         quiet_hours: (start, end) of the marketing quiet hours; None turns them off.
         route_extra: more TOML keys of the route (e.g. ``"tps = 50"``).
+        tenant_extra: more TOML keys of the tenant (e.g. its ``callback_url``).
         extra: more TOML tables, at the end (e.g. ``[redis]``).
     """
     if quiet_hours is None:
@@ -55,6 +57,7 @@ name = "{tenant}"
 api_key_sha256 = "{digest}"
 require_opt_in = false
 default_sender = "{sender}"
+{tenant_extra}
 [[routes]]
 name = "{route}"
 prefixes = [""]

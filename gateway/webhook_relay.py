@@ -123,4 +123,4 @@ class WebhookRelay:
             logger.warning("tenant %s has a callback but no webhook_secret: not sent", tenant.name)
             return
         secret = tenant.webhook_secret.get_secret_value().encode()
-        self._sender.submit(url, secret, event, event_id=event_id)
+        self._sender.submit(url, secret, event, event_id=event_id, tenant=tenant.name)

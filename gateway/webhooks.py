@@ -37,9 +37,9 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -47,8 +47,16 @@ import trio
 
 from gateway.backoff import Backoff
 from gateway.config import WebhooksConfig
+from queues.store import StoredWebhook, StoreError
 
-__all__ = ["EVENT_ID_HEADER", "WebhookSender", "WebhookStats", "sign", "verify_signature"]
+__all__ = [
+    "EVENT_ID_HEADER",
+    "WebhookJournal",
+    "WebhookSender",
+    "WebhookStats",
+    "sign",
+    "verify_signature",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +120,22 @@ class WebhookStats:
     """Events queued, in flight or waiting out a backoff."""
 
 
+class WebhookJournal(Protocol):
+    """Where a sender keeps its events until they are delivered or given up (the store)."""
+
+    async def put_webhooks(self, hooks: Sequence[StoredWebhook]) -> None: ...
+
+    async def drop_webhooks(self, event_ids: Sequence[str]) -> None: ...
+
+
 @dataclass(slots=True, eq=False)
 class _Delivery:
     url: str
     secret: bytes = field(repr=False)
     body: bytes
     event_id: str
+    tenant: str | None = None
+    """Set when the event is journalled (its tenant's secret signs it after a restart)."""
     attempts: int = 0
     backoff: Backoff | None = None
     """Made on the first failure: most events never need one."""
@@ -132,6 +150,10 @@ class WebhookSender:
         clock: monotonic time for the backoff schedule (``trio.current_time`` by default).
         wall_clock: Unix time for the signature's ``t``.
         rng: random source of the backoff jitter (tests).
+        journal: keeps each event submitted with a tenant until it is delivered or given up,
+            so that a restart sends it (:meth:`restore`). Written in batches every
+            ``journal_gather_s``: an event delivered within that time is never written, and
+            one submitted that long before a crash may be lost.
     """
 
     def __init__(
@@ -142,8 +164,15 @@ class WebhookSender:
         clock: Callable[[], float] = trio.current_time,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        journal: WebhookJournal | None = None,
+        journal_gather_s: float = 0.05,
     ) -> None:
         self.config = config
+        self._journal = journal
+        self._journal_gather_s = journal_gather_s
+        self._to_put: list[StoredWebhook] = []
+        self._to_drop: list[str] = []
+        self._journal_wake = trio.Event()
         self._http = http
         self._clock = clock
         self._wall_clock = wall_clock
@@ -171,14 +200,21 @@ class WebhookSender:
         )
 
     def submit(
-        self, url: str, secret: bytes, event: dict[str, Any], *, event_id: str | None = None
+        self,
+        url: str,
+        secret: bytes,
+        event: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        tenant: str | None = None,
     ) -> bool:
         """Queue ``event`` for delivery to ``url``; never blocks.
 
         The event is serialised now (so later changes by the caller do not leak into it). Its
         id, sent as ``X-Ulak-Event-Id`` on every attempt, is ``event_id`` or a fresh random one;
         a caller that may submit the same event twice (after a restart) passes a stable id so
-        the receiver can de-duplicate.
+        the receiver can de-duplicate. With a journal, an event given its ``tenant`` is kept
+        until delivered or given up.
 
         Returns:
             True if queued; False if the queue is full (the event is dropped and counted).
@@ -191,9 +227,40 @@ class WebhookSender:
             return False
         body = json.dumps(event, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
         delivery = _Delivery(url, secret, body.encode(), event_id or uuid.uuid4().hex)
+        if self._journal is not None and tenant is not None:
+            delivery.tenant = tenant
+            stored = StoredWebhook(
+                delivery.event_id, tenant, url, delivery.body, self._wall_clock()
+            )
+            self._to_put.append(stored)
+            self._journal_wake.set()
         self._ready_send.send_nowait(delivery)
         self._pending += 1
         return True
+
+    def restore(self, hooks: Sequence[StoredWebhook], secrets: Mapping[str, bytes]) -> int:
+        """Queue the events an earlier run kept and did not finish, as they were (same id and
+        body), each signed with its tenant's secret in ``secrets``; those of a tenant without
+        one now are dropped from the journal. Returns how many were queued."""
+        queued = 0
+        for hook in hooks:
+            secret = secrets.get(hook.tenant)
+            if secret is None:
+                self._to_drop.append(hook.event_id)
+                continue
+            delivery = _Delivery(hook.url, secret, hook.body, hook.event_id, hook.tenant)
+            self._ready_send.send_nowait(delivery)
+            self._pending += 1
+            queued += 1
+        if self._to_drop:
+            self._journal_wake.set()
+        return queued
+
+    def _finished(self, delivery: _Delivery) -> None:
+        self._pending -= 1
+        if delivery.tenant is not None:
+            self._to_drop.append(delivery.event_id)
+            self._journal_wake.set()
 
     async def run(self) -> None:
         """Deliver events until cancelled: ``concurrency`` workers and the deferral pump."""
@@ -207,6 +274,8 @@ class WebhookSender:
     async def _run_with(self, http: httpx.AsyncClient) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._pump)
+            if self._journal is not None:
+                nursery.start_soon(self._keep_journal, self._journal)
             for _ in range(self.config.concurrency):
                 nursery.start_soon(self._worker, http)
 
@@ -216,10 +285,10 @@ class WebhookSender:
             outcome = await self._attempt(http, delivery)
             if outcome is True:
                 self._delivered += 1
-                self._pending -= 1
+                self._finished(delivery)
             elif outcome is None or delivery.attempts >= self.config.max_attempts:
                 self._failed += 1
-                self._pending -= 1
+                self._finished(delivery)
                 logger.warning(
                     "webhook %s to %s given up after %d attempts",
                     delivery.event_id,
@@ -284,6 +353,38 @@ class WebhookSender:
                 if seen > _MAX_ANSWER_BYTES:
                     break  # closing an unread response drops the connection: fine here
             return r.status_code
+
+    async def _keep_journal(self, journal: WebhookJournal) -> None:
+        """Write the journal's puts and drops in batches; on the way out (cancelled), what is
+        left is written too, for up to 5 s."""
+        try:
+            while True:
+                if not (self._to_put or self._to_drop):
+                    self._journal_wake = trio.Event()
+                    await self._journal_wake.wait()
+                    await trio.sleep(self._journal_gather_s)  # let a burst share the writes
+                if not await self._write_journal(journal):
+                    await trio.sleep(1.0)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5.0):
+                await self._write_journal(journal)
+
+    async def _write_journal(self, journal: WebhookJournal) -> bool:
+        """One batch of puts, then drops; an event both submitted and finished since the last
+        batch is not written at all. False (the batch kept for later) if the store failed."""
+        puts, self._to_put = self._to_put, []
+        drops, self._to_drop = self._to_drop, []
+        finished = set(drops)
+        new = {hook.event_id for hook in puts}
+        try:
+            await journal.put_webhooks([h for h in puts if h.event_id not in finished])
+            await journal.drop_webhooks([i for i in drops if i not in new])
+        except StoreError as exc:
+            logger.warning("webhook journal: %s; %d events wait to be kept", exc, len(puts))
+            self._to_put[:0] = puts
+            self._to_drop[:0] = drops
+            return False
+        return True
 
     def _defer(self, delivery: _Delivery) -> None:
         if delivery.backoff is None:

