@@ -18,7 +18,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -158,11 +158,12 @@ async def run_daemon(
                 for address in addresses:
                     print(f"ulak: http listening on {address}", flush=True)
                 nursery.start_soon(_watch_signals, stop)
+                redis_totals = None
                 if settings.redis is not None:
-                    await outer.start(_serve_redis, settings, pipeline)
+                    redis_totals = await outer.start(_serve_redis, settings, pipeline)
                 await outer.start(_serve_webhooks, settings, pipeline, store)
                 if metrics is not None:  # in the outer nursery: it runs until the end
-                    outer.start_soon(_refresh_metrics, metrics, pipeline, supervisor)
+                    outer.start_soon(_refresh_metrics, metrics, pipeline, supervisor, redis_totals)
                 task_status.started((pipeline, supervisor))
                 await stop.wait()
                 logger.info("stopping: draining the binds")
@@ -211,9 +212,10 @@ async def _serve_redis(
     settings: Settings,
     pipeline: Pipeline,
     *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[Callable[[], dict[str, int]]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """The Redis stream ingress and the status events it publishes (``[redis]``)."""
+    """The Redis stream ingress and the status events it publishes (``[redis]``); started
+    with a function giving their running totals (for the metrics)."""
     from queues.redis_ingress import EventOutbox, RedisIngress
 
     config = settings.redis
@@ -248,7 +250,7 @@ async def _serve_redis(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(outbox.run)
             await nursery.start(ingress.run, pipeline, {t.name: t for t in settings.tenants})
-            task_status.started()
+            task_status.started(lambda: ingress.counts.totals() | outbox.totals())
     finally:
         with trio.CancelScope(shield=True):
             await ingress.aclose()
@@ -284,12 +286,18 @@ async def _serve_webhooks(
 
 
 async def _refresh_metrics(
-    metrics: Metrics, pipeline: Pipeline, supervisor: BindSupervisor
+    metrics: Metrics,
+    pipeline: Pipeline,
+    supervisor: BindSupervisor,
+    redis_totals: Callable[[], dict[str, int]] | None,
 ) -> None:
-    """The gauges read from state (queue depths, binds) are refreshed every 2 s."""
+    """The gauges read from state (queue depths, binds) and the running totals kept outside
+    the metrics (pipeline events, the Redis ingress) are brought up to date every 2 s."""
     while True:
         pipeline.refresh_metrics()
         metrics.update_binds(supervisor.stats())
+        if redis_totals is not None:
+            metrics.redis_events(redis_totals())
         await trio.sleep(2.0)
 
 

@@ -107,6 +107,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "ulak_webhook_failures_total",
     "ulak_store_commit_seconds",
     "ulak_pipeline_events_total",
+    "ulak_redis_total",
 )
 
 _OTHER = "other"
@@ -187,6 +188,16 @@ class Metrics:
             registry=r,
         )
         self._events_seen: dict[str, int] = {}
+        self._redis = Counter(
+            "ulak_redis",
+            "The Redis stream ingress by event: entries_accepted, entries_dead (dead-lettered),"
+            " entries_failed (left pending: the accept failed), entries_reclaimed (XAUTOCLAIM),"
+            " redis_errors (retried), events_published, events_dropped (the events stream"
+            " unreachable too long), events_failed.",
+            ["event"],
+            registry=r,
+        )
+        self._redis_seen: dict[str, int] = {}
         # Children made once (DESIGN §6); the hot path only indexes these dicts.
         self._messages = {
             (k, s): messages.labels(k.value, s.value) for k in MessageClass for s in Status
@@ -208,11 +219,11 @@ class Metrics:
 
     def pipeline_events(self, totals: Mapping[str, int]) -> None:
         """Bring ``ulak_pipeline_events_total`` up to the pipeline's running ``totals``."""
-        seen = self._events_seen
-        for event, total in totals.items():
-            if total > seen.get(event, 0):
-                self._events.labels(event).inc(total - seen.get(event, 0))
-                seen[event] = total
+        _follow(self._events, self._events_seen, totals)
+
+    def redis_events(self, totals: Mapping[str, int]) -> None:
+        """Bring ``ulak_redis_total`` up to the Redis ingress's running ``totals``."""
+        _follow(self._redis, self._redis_seen, totals)
 
     def message_status(self, klass: MessageClass, status: Status, count: int = 1) -> None:
         """Count ``count`` messages of ``klass`` entering ``status``."""
@@ -336,3 +347,11 @@ class _BindCollector(Collector):
         for (route, bind), count in self._reconnects.items():
             reconnects.add_metric([route, bind], float(count.value))
         return [up, in_flight, throttled, reconnects]
+
+
+def _follow(counter: Counter, seen: dict[str, int], totals: Mapping[str, int]) -> None:
+    """Increment ``counter``'s ``event`` children by what each running total gained."""
+    for event, total in totals.items():
+        if total > seen.get(event, 0):
+            counter.labels(event).inc(total - seen.get(event, 0))
+            seen[event] = total

@@ -184,6 +184,16 @@ class IngressCounts:
     accepted_ids: list[str] = field(default_factory=list, repr=False)
     """Message ids accepted, in order (kept only when ``keep_ids``)."""
 
+    def totals(self) -> dict[str, int]:
+        """The running totals the metrics follow (``ulak_redis_total``)."""
+        return {
+            "entries_accepted": self.accepted,
+            "entries_dead": self.dead,
+            "entries_failed": self.failed,
+            "entries_reclaimed": self.reclaimed,
+            "redis_errors": self.redis_errors,
+        }
+
 
 class RedisIngress:
     """One consumer of the ingress stream's group. Use :meth:`open`, run :meth:`run` in a
@@ -592,6 +602,13 @@ class EventOutbox:
 
     def waiting(self) -> int:
         return len(self._events)
+
+    def totals(self) -> dict[str, int]:
+        return {
+            "events_published": self.published,
+            "events_dropped": self.dropped,
+            "events_failed": self.failed,
+        }
 
     async def run(self, *, batch: int = 1000) -> None:
         backoff = Backoff(0.1, 5.0)

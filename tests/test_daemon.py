@@ -68,6 +68,20 @@ block_ms = 100
             assert "JSON" in dead["reason"] or "json" in dead["reason"]
             pending: Any = client.xpending(streams["stream"], "ulak")
             assert pending["pending"] == 0  # both entries acknowledged
+            # The metrics follow the ingress (refreshed every 2 s).
+            seen: dict[str, float] = {}
+            while time.monotonic() < deadline + 10 and seen.get("entries_dead", 0) < 1:
+                text = daemon.client.get("/metrics").text
+                seen = {
+                    s.labels["event"]: s.value
+                    for f in text_string_to_metric_families(text)
+                    if f.name == "ulak_redis"
+                    for s in f.samples
+                    if s.name == "ulak_redis_total"
+                }
+                time.sleep(0.1)
+            assert (seen.get("entries_accepted"), seen.get("entries_dead")) == (1, 1)
+            assert seen.get("events_published", 0) >= 2  # submitted, delivered
         finally:
             assert daemon.terminate() == 0
     finally:

@@ -105,6 +105,16 @@ def test_pipeline_events_follow_the_pipelines_running_totals() -> None:
     assert sample(metrics, "ulak_pipeline_events_total", event="receipts_held") == 1
 
 
+def test_redis_events_follow_the_ingress_running_totals() -> None:
+    metrics = Metrics()
+    metrics.redis_events({"entries_accepted": 3, "entries_dead": 1, "events_dropped": 0})
+    metrics.redis_events({"entries_accepted": 7, "entries_dead": 1})
+    assert sample(metrics, "ulak_redis_total", event="entries_accepted") == 7
+    assert sample(metrics, "ulak_redis_total", event="entries_dead") == 1
+    # Its own family: the pipeline's events are not touched.
+    assert sample(metrics, "ulak_pipeline_events_total", event="entries_accepted") is None
+
+
 def test_known_children_exist_before_any_event() -> None:
     metrics = Metrics()
     for klass in MessageClass:
@@ -352,6 +362,7 @@ def known_labels() -> dict[str, set[str]]:
     metrics.update_binds(snapshot(bind_status("r", "r#1", throttled=1, reconnects=1)))
     metrics.update_webhooks(WebhookStats(delivered=0, retried=0, failed=1, dropped=0, pending=0))
     metrics.pipeline_events({"record_retries": 1})
+    metrics.redis_events({"redis_errors": 1})
     labels: dict[str, set[str]] = {}
     for family in families(metrics).values():
         name = family.name + "_total" if family.type == "counter" else family.name
