@@ -415,13 +415,20 @@ async def test_the_parts_of_a_refused_message_that_expire_stay_rejected(tmp_path
 LONG = "Kampanya: sepetinizdeki ürünlerde bugüne özel yüzde yirmi indirim sizi bekliyor. " * 6
 
 
+async def _second_part_rejected(r: Running, smsc_id: str) -> str:
+    """Send :data:`LONG`; its first part is taken by the SMSC as ``smsc_id``, its second
+    rejected (ESME_RINVDSTADR). Returns the message id."""
+    message_id = await r.send(LONG)
+    first, second = r.pipeline.get_nowait("sim"), r.pipeline.get_nowait("sim")
+    assert first is not None and second is not None
+    r.pipeline.on_submitted(first, smsc_id, "sim#1", trio.current_time())
+    r.pipeline.on_rejected(second, int(CommandStatus.ESME_RINVDSTADR), trio.current_time())
+    return message_id
+
+
 async def test_an_smsc_rejection_of_one_part_leaves_the_later_parts_unsent(tmp_path: Path) -> None:
     async with running(tmp_path, binds=False) as r:
-        message_id = await r.send(LONG)
-        first, second = r.pipeline.get_nowait("sim"), r.pipeline.get_nowait("sim")
-        assert first is not None and second is not None
-        r.pipeline.on_submitted(first, "0A0A", "sim#1", trio.current_time())
-        r.pipeline.on_rejected(second, int(CommandStatus.ESME_RINVDSTADR), trio.current_time())
+        message_id = await _second_part_rejected(r, "0A0A")
         assert r.pipeline.get_nowait("sim") is None  # the rest is dropped, not sent
         assert await r.pipeline.on_deliver(_receipt_pdu("0A0A", "DELIVRD"), "t") == 0
         view = await r.wait_status(message_id, lambda s: s.is_final)
@@ -438,11 +445,7 @@ async def test_after_a_restart_the_parts_left_of_a_rejected_one_stay_unsent(
     tmp_path: Path,
 ) -> None:
     async with running(tmp_path, binds=False) as r:
-        message_id = await r.send(LONG)
-        first, second = r.pipeline.get_nowait("sim"), r.pipeline.get_nowait("sim")
-        assert first is not None and second is not None
-        r.pipeline.on_submitted(first, "0B0B", "sim#1", trio.current_time())
-        r.pipeline.on_rejected(second, int(CommandStatus.ESME_RINVDSTADR), trio.current_time())
+        message_id = await _second_part_rejected(r, "0B0B")
     async with running(tmp_path, binds=False) as r:  # a new process: nothing in memory
         assert r.pipeline.get_nowait("sim") is None
         assert await r.pipeline.on_deliver(_receipt_pdu("0B0B", "DELIVRD"), "t") == 0
@@ -467,14 +470,18 @@ async def test_an_opt_out_before_a_restart_stops_the_restored_campaign_message(
     assert view.message.status is Status.REJECTED
 
 
-class _FailingStore:
-    """The real store, whose receipt lookups and consent writes fail (the database is gone)."""
+class StoreWrapper:
+    """The real store, passed through; subclasses make some calls fail (faults injected)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
+
+
+class _FailingStore(StoreWrapper):
+    """The real store, whose receipt lookups and consent writes fail (the database is gone)."""
 
     async def find_part(self, keys: Any) -> Any:
         raise StoreError("database is locked")
@@ -495,19 +502,16 @@ async def test_a_deliver_sm_the_store_cannot_take_is_answered_for_a_retry(tmp_pa
     assert pipeline.counts["deliver_store_errors"] == 2
 
 
-class _RecordFailsUntilDelivered:
+class _RecordFailsUntilDelivered(StoreWrapper):
     """The real store, whose ``record`` fails each batch holding a submission until a batch
     holding a delivery has been stored: the database came back between the two batches, so
     the later one (the receipt) is stored before the retried earlier one (the submission)."""
 
     def __init__(self, store: Store) -> None:
-        self._store = store
+        super().__init__(store)
         self.failures = 0
         self.stored_again = 0
         self.delivered_stored = False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
     async def record(
         self,

@@ -18,7 +18,7 @@ from gateway.simulator import MoMessage
 from gateway.webhook_relay import WebhookRelay
 from gateway.webhooks import WebhookSender, verify_signature
 from queues.store import Store, StoreError
-from tests.test_pipeline import Running, running
+from tests.test_pipeline import Running, StoreWrapper, running
 from tests.test_webhooks import Receiver
 
 SECRET = "a-webhook-secret-of-enough-length"
@@ -125,15 +125,12 @@ async def test_an_mo_stop_reply_is_posted_with_its_opt_out(tmp_path: Path, hooks
     )
 
 
-class _LookupFailsTwice:
+class _LookupFailsTwice(StoreWrapper):
     """The real store, whose first two callback-target reads fail (the database restarting)."""
 
     def __init__(self, store: Store) -> None:
-        self._store = store
+        super().__init__(store)
         self.failed = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
     async def callback_targets(self, message_ids: Any) -> Any:
         if self.failed < 2:
