@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import trio
@@ -305,11 +305,10 @@ class SQLiteStore(GroupCommitWrites):
 
         def read(conn: sqlite3.Connection) -> dict[str, tuple[str, str | None, str, int]]:
             found: dict[str, tuple[str, str | None, str, int]] = {}
-            for start in range(0, len(ids), _KEY_CHUNK):
-                chunk = ids[start : start + _KEY_CHUNK]
+            for chunk, marks in _in_chunks(ids):
                 for message_id, tenant, url, msisdn, parts in conn.execute(
                     "SELECT id, tenant, callback_url, msisdn, parts FROM messages"
-                    f" WHERE id IN ({','.join('?' * len(chunk))})",
+                    f" WHERE id IN ({marks})",
                     chunk,
                 ):
                     found[message_id] = (tenant, url, msisdn, parts)
@@ -395,13 +394,12 @@ class SQLiteStore(GroupCommitWrites):
 
         def read(conn: sqlite3.Connection) -> dict[str, ConsentRecord]:
             found: dict[str, ConsentRecord] = {}
-            for start in range(0, len(numbers), _KEY_CHUNK):
-                chunk = numbers[start : start + _KEY_CHUNK]
+            for chunk, marks in _in_chunks(numbers):
                 # Oldest first, so the entry in force (latest at, then latest rowid) is the
                 # one left in the dict.
                 for row in conn.execute(
                     "SELECT tenant, msisdn, opted_in, source, at FROM consent WHERE tenant = ?"
-                    f" AND msisdn IN ({','.join('?' * len(chunk))}) ORDER BY at, rowid",
+                    f" AND msisdn IN ({marks}) ORDER BY at, rowid",
                     [tenant, *chunk],
                 ):
                     found[row[1]] = _consent(row)
@@ -594,11 +592,8 @@ def _write_jobs(
             )
         elif kind == "hooks_drop":
             ids = [i for job in run for i in job.hook_ids]
-            for start in range(0, len(ids), _KEY_CHUNK):
-                chunk = ids[start : start + _KEY_CHUNK]
-                conn.execute(
-                    f"DELETE FROM webhooks WHERE event_id IN ({','.join('?' * len(chunk))})", chunk
-                )
+            for chunk, marks in _in_chunks(ids):
+                conn.execute(f"DELETE FROM webhooks WHERE event_id IN ({marks})", chunk)
         else:
             for job in run:
                 _apply_single(conn, job)
@@ -672,11 +667,10 @@ def _stored_keys(
     found: dict[tuple[str, str], tuple[str, str | None]] = {}
     for tenant, key_set in by_tenant.items():
         keys = sorted(key_set)
-        for start in range(0, len(keys), _KEY_CHUNK):
-            chunk = keys[start : start + _KEY_CHUNK]
+        for chunk, marks in _in_chunks(keys):
             for key, message_id, request_hash in conn.execute(
                 "SELECT idempotency_key, id, request_hash FROM messages"
-                f" WHERE tenant = ? AND idempotency_key IN ({','.join('?' * len(chunk))})",
+                f" WHERE tenant = ? AND idempotency_key IN ({marks})",
                 (tenant, *chunk),
             ):
                 found[(tenant, key)] = (message_id, request_hash)
@@ -784,6 +778,13 @@ def _set(column: str, new: str, *, status: str = "parts.status") -> str:
     return new
 
 
+def _in_chunks(values: Sequence[T]) -> Iterator[tuple[Sequence[T], str]]:
+    """``values`` in slices small enough to bind, each with its ``?,?,...`` for an ``IN``."""
+    for start in range(0, len(values), _KEY_CHUNK):
+        chunk = values[start : start + _KEY_CHUNK]
+        yield chunk, ",".join("?" * len(chunk))
+
+
 _ROWS_PER_STATEMENT = 256  # x 18 columns stays far below SQLite's 32766 host parameters
 
 
@@ -826,12 +827,8 @@ def _apply_single(conn: sqlite3.Connection, job: WriteJob) -> None:
         smsc_ids, before = job.drop_held
         keys = [canonical_message_id(i) for i in smsc_ids]
         conn.execute("DELETE FROM held_receipts WHERE received_at < ?", (before,))
-        for start in range(0, len(keys), _KEY_CHUNK):
-            chunk = keys[start : start + _KEY_CHUNK]
-            conn.execute(
-                f"DELETE FROM held_receipts WHERE smsc_key IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
+        for chunk, marks in _in_chunks(keys):
+            conn.execute(f"DELETE FROM held_receipts WHERE smsc_key IN ({marks})", chunk)
         return
     if job.kind == "consent":
         c = job.consent
