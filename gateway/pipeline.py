@@ -26,6 +26,7 @@ from typing import Any
 
 import trio
 
+from gateway.backoff import Backoff
 from gateway.compose import (
     Composed,
     ComposeError,
@@ -1003,7 +1004,7 @@ class Pipeline:
         the binds stop once the allowance is used up, and the receipts waiting for it are not
         answered (the SMSC delivers them again). Counted as ``record_retries``. Only a store
         closed for good (shutdown) ends the attempts."""
-        delay = _RECORD_RETRY_FIRST_S
+        backoff = Backoff(_RECORD_RETRY_FIRST_S, _RECORD_RETRY_MAX_S, jitter=0.0)
         again = False
         while True:
             try:
@@ -1013,6 +1014,7 @@ class Pipeline:
                 raise
             except StoreError as exc:
                 self._count("record_retries")
+                delay = backoff.next_delay()
                 logger.error(
                     "could not store %d status changes (trying again in %.2f s): %s",
                     len(batch),
@@ -1020,7 +1022,6 @@ class Pipeline:
                     exc,
                 )
                 await trio.sleep(delay)
-                delay = min(delay * 2, _RECORD_RETRY_MAX_S)
                 again = True  # the failed call may have committed after all
 
     async def flush(self) -> None:
