@@ -136,7 +136,9 @@ class BindCounters:
     delivers: int = 0
     """deliver_sm / data_sm received (receipts and MO)."""
     deliver_errors: int = 0
-    """deliver_sm answered with a non-zero status (as the sink decided)."""
+    """deliver_sm answered with a non-zero status (as the sink decided, or deferred)."""
+    delivers_deferred: int = 0
+    """deliver_sm answered ESME_RX_T_APPN untaken, the store stuck (``deliver_stall_s``)."""
     rate_decreases: int = 0
     rate_increases: int = 0
     max_in_flight: int = 0
@@ -225,6 +227,10 @@ class RouteSettings:
     deliver_workers: int = 8
     """deliver_sm handled concurrently per bind (the store groups their commits)."""
     deliver_queue_limit: int = 256
+    """Stop reading from the SMSC while this many deliver_sm are pending."""
+    deliver_stall_s: float = 2.0
+    """How long the reader stops at ``deliver_queue_limit`` with none of them answered before
+    it reads on, answering new deliver_sm with ESME_RX_T_APPN until they move."""
     shutdown_grace_s: float = 5.0
     """How long a graceful shutdown waits for outstanding responses before unbinding."""
     unbind_timeout_s: float = 2.0
@@ -249,6 +255,7 @@ class RouteSettings:
             "reconnect_initial_s",
             "reconnect_max_s",
             "unbind_timeout_s",
+            "deliver_stall_s",
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"route {self.name!r}: {name} must be positive")
@@ -315,6 +322,7 @@ class RouteSettings:
             throttle_floor_tps=route.throttle_floor_tps,
             deliver_workers=route.deliver_workers,
             deliver_queue_limit=route.deliver_queue_limit,
+            deliver_stall_s=route.deliver_stall_s,
             shutdown_grace_s=route.shutdown_grace_s,
             unbind_timeout_s=route.unbind_timeout_s,
         )

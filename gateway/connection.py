@@ -28,7 +28,11 @@ message, no callbacks):
   deliver_sm_resp with the status it returned. The reader hands them deliver_sm through an
   unbounded memory channel without blocking mid-chunk, and stops reading the socket while
   ``deliver_queue_limit`` are pending on both paths (TCP then pushes back on the SMSC): a slow
-  store delays receipts, never the submit responses of the same chunk.
+  store delays receipts, never the submit responses of the same chunk. A store that is stuck
+  (none of them answered for ``deliver_stall_s``) must not silence the bind, or the SMSC's
+  enquire_link goes unanswered and it drops the bind with the submissions in its window: the
+  reader then reads on and answers each new deliver_sm at once with ESME_RX_T_APPN, which the
+  SMSC delivers again later, until the pending ones move.
 
 The bind's task is the controller (:meth:`Connection.run`): bind, wait until the connection
 ends or a stop is requested, then the graceful stop (SMPP 3.4 §4.2): cancel the send loop, wait
@@ -115,6 +119,8 @@ _TRANSIENT: Final = frozenset(
         int(CommandStatus.ESME_RUNKNOWNERR),
     }
 )
+# The answer to a deliver_sm we cannot take now (the SMSC delivers it again).
+_DEFERRED: Final = int(CommandStatus.ESME_RX_T_APPN)
 _BAD_CREDENTIALS: Final = frozenset(
     {int(CommandStatus.ESME_RINVPASWD), int(CommandStatus.ESME_RINVSYSID)}
 )
@@ -177,6 +183,9 @@ class Connection:
         self._deliver_in, self._deliver_out = trio.open_memory_channel[DeliverSm | DataSm](math.inf)
         self._delivers_pending = 0  # deliver_sm not yet answered, on either path
         self._deliver_room = trio.Event()
+        # Set when the pending deliver_sm have not moved for deliver_stall_s: new ones are
+        # answered at once with a temporary error until they do.
+        self._shedding = False
         # deliver_sm the sink handled at once (sink.deliver_now): (commit ticket, pdu, status),
         # answered by the answerer once their transitions are committed.
         self._answers: deque[tuple[int, DeliverSm | DataSm, int]] = deque()
@@ -363,12 +372,23 @@ class Connection:
         stream = self._stream
         session = self.session
         limit = self._settings.deliver_queue_limit
+        stall_s = self._settings.deliver_stall_s
         try:
             while True:
-                while self._delivers_pending >= limit:
-                    # The store is behind: stop reading, so TCP pushes back on the SMSC.
+                while self._delivers_pending >= limit and not self._shedding:
+                    # The store is behind: stop reading, so TCP pushes back on the SMSC. But
+                    # not for long: a silent bind misses the SMSC's enquire_link and is dropped.
                     self._deliver_room = trio.Event()
-                    await self._deliver_room.wait()
+                    with trio.move_on_after(stall_s) as stalled:
+                        await self._deliver_room.wait()
+                    if stalled.cancelled_caught:
+                        self._shedding = True
+                        logger.warning(
+                            "%s: no deliver_sm answered for %g s (the store is down?);"
+                            " answering new ones with ESME_RX_T_APPN until it catches up",
+                            self._bind.name,
+                            stall_s,
+                        )
                 data = await stream.receive_some(_RECEIVE_SIZE)
                 if type(data) is not bytes:  # SSLStream may hand out a bytearray
                     data = bytes(data)
@@ -396,7 +416,7 @@ class Connection:
             elif event is NEED_DATA:
                 break
             elif type(event) is RequestReceived:
-                self._on_request(event.pdu)
+                self._on_request(event.pdu, now)
             elif type(event) is ResponseTimeout:
                 answered += self._on_timeout(event, now)
             elif self._on_other_event(event):
@@ -455,9 +475,15 @@ class Connection:
         self._sink.on_retry(part, 0.0, RetryReason.TIMEOUT, now)
         return 1
 
-    def _on_request(self, pdu: Pdu) -> None:
+    def _on_request(self, pdu: Pdu, now: float) -> None:
         if isinstance(pdu, (DeliverSm, DataSm)):
             self._counters.delivers += 1
+            if self._shedding:
+                # Not taken: the SMSC delivers it again later (as after a store error).
+                self._counters.deliver_errors += 1
+                self._counters.delivers_deferred += 1
+                self.write(self.session.send(response_for(pdu, _DEFERRED), now))
+                return
             self._delivers_pending += 1
             quick = self._sink.deliver_now(pdu, self._bind.name)
             if quick is None:
@@ -685,6 +711,9 @@ class Connection:
         """Count a deliver_sm as handled; its deliver_sm_resp, or b"" when none can go."""
         self._delivers_pending -= 1
         self._deliver_room.set()
+        if self._shedding and self._delivers_pending < self._settings.deliver_queue_limit:
+            self._shedding = False
+            logger.info("%s: the store caught up; taking deliver_sm again", self._bind.name)
         self._progress.set()
         if status:
             self._counters.deliver_errors += 1

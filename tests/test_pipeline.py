@@ -558,6 +558,65 @@ async def test_status_changes_the_store_refuses_are_kept_and_stored_when_it_is_b
     assert [e.status for e in view.history if e.part == 0] == [Status.SUBMITTED, Status.DELIVERED]
 
 
+class _RecordFailsWhileDown(StoreWrapper):
+    """The real store, whose ``record`` fails while ``down`` is set (the database is gone)."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.down = False
+
+    async def record(
+        self,
+        transitions: Sequence[Transition],
+        on_committed: Callable[[], None] | None = None,
+        *,
+        again: bool = False,
+    ) -> None:
+        if self.down:
+            await trio.lowlevel.checkpoint()
+            raise StoreError("could not connect to server: Connection refused")
+        await self._store.record(transitions, on_committed=on_committed, again=again)
+
+
+async def test_a_store_outage_longer_than_the_smscs_patience_keeps_the_bind_up(
+    tmp_path: Path,
+) -> None:
+    """Receipts pile up unanswered while the store is down. The bind must still answer the
+    SMSC's enquire_link (a silent bind is dropped, with the submissions in its window): after
+    deliver_stall_s the reader reads on and defers new deliver_sm with ESME_RX_T_APPN."""
+    wrapped: list[_RecordFailsWhileDown] = []
+
+    def wrap(store: Store) -> Store:
+        wrapped.append(_RecordFailsWhileDown(store))
+        return cast(Store, wrapped[0])
+
+    sim = {"receipt_delay_s": 0.05, "enquire_link_interval_s": 0.3, "response_timeout_s": 1.0}
+    route = {"deliver_queue_limit": 2, "deliver_stall_s": 0.3}
+    async with running(tmp_path, sim=sim, wrap_store=wrap, route=route) as r:
+        store = wrapped[0]
+        store.down = True
+        sent = [await r.send(f"Siparişiniz {n} kargoya verildi.") for n in range(6)]
+        with trio.fail_after(10):
+            # The simulator gave up on some receipts and delivered them again; we deferred
+            # those, and answered its enquire_link all along.
+            while r.supervisor.stats().totals.delivers_deferred < 3:
+                await trio.sleep(0.05)
+        await trio.sleep(2.0)  # past the simulator's enquire_link timeout, twice over
+        store.down = False
+        views = [await r.wait_status(m, lambda s: s.is_final) for m in sent]
+        stats = r.supervisor.stats()
+    assert [v.message.status for v in views] == [Status.DELIVERED] * 6
+    assert r.sim.stats.peers_dead == 0
+    assert r.sim.stats.binds == 1  # the one bind lived through the outage
+    assert stats.totals.reconnects == 0
+    assert r.sim.stats.enquire_links_sent >= 1
+    for view in views:  # each once, however often its receipt came
+        assert [e.status for e in view.history if e.part == 0] == [
+            Status.SUBMITTED,
+            Status.DELIVERED,
+        ]
+
+
 @asynccontextmanager
 async def _postgres_store(settings: Settings) -> AsyncIterator[Store]:
     """A PostgreSQL store on a throwaway schema of the local service, dropped afterwards."""

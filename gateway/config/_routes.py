@@ -156,6 +156,7 @@ class RouteConfig(Section):
 
     deliver_workers: Annotated[int, Field(ge=1, le=1024)] = 8
     deliver_queue_limit: Annotated[int, Field(ge=1)] = 256
+    deliver_stall_s: Seconds = 2.0
 
     @model_validator(mode="after")
     def _consistent(self) -> RouteConfig:
