@@ -15,7 +15,10 @@ Jobs wait in three lanes (:func:`lane_of` by default):
   These go in a transaction of their own, ahead of everything, so they wait at most for the
   transaction already running, never for a big group. A store may do better and write them
   into the transaction already running, just before its commit (:meth:`GroupCommit.join_waiting`,
-  called from the writer's thread): then they wait for that one commit and no other. A store
+  called from the writer's thread): then they wait for that one commit and no other. It may
+  even commit early: in the middle of a long group of transitions, commit what is written
+  with them (:meth:`GroupCommit.take_first`, :meth:`GroupCommit.finish_soon`) and go on in a
+  new transaction. A store
   whose database runs transactions side by side (PostgreSQL) does better still with
   ``first_apart``: a writer of their own commits them beside the group being written, so they
   wait for no other transaction at all.
@@ -148,6 +151,7 @@ class GroupCommit:
         self._wakes = [trio.Event(), trio.Event()]
         self._full = trio.Event()
         self._stopped = trio.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
         self.closing = False
 
     async def submit(self, job: WriteJob) -> WriteJob:
@@ -196,6 +200,7 @@ class GroupCommit:
         await self._stopped.wait()
 
     async def run(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
         try:
             if self._first_apart:
                 async with trio.open_nursery() as nursery:
@@ -238,14 +243,46 @@ class GroupCommit:
                 logger.exception("%s writer group failed", self._name)
                 for job in group:
                     job.error = self._failure(exc)
-            self._pending_size -= sum(job.size for job in group[taken:])  # joined ones
-            for job in group:
-                job.done.set()
-                if job.on_committed is not None and job.error is None:
-                    try:
-                        job.on_committed()
-                    except Exception:  # the caller's bug must not stop the writer
-                        logger.exception("%s: on_committed failed", self._name)
+            self._finish(group, taken)
+
+    def _finish(self, jobs: list[WriteJob], counted: int) -> None:
+        """Wake the callers of written ``jobs`` and run their ``on_committed``, in the trio
+        thread. The first ``counted`` left the pending size when taken; the others (joined
+        from the store's thread) leave it now."""
+        self._pending_size -= sum(job.size for job in jobs[counted:])
+        for job in jobs:
+            job.done.set()
+            if job.on_committed is not None and job.error is None:
+                try:
+                    job.on_committed()
+                except Exception:  # the caller's bug must not stop the writer
+                    logger.exception("%s: on_committed failed", self._name)
+
+    def first_waiting(self) -> bool:
+        """Whether a first-lane job waits (thread-safe; see :meth:`take_first`)."""
+        return bool(self._lanes[FIRST])
+
+    def take_first(self) -> list[WriteJob]:
+        """Take the waiting first-lane jobs, for a store that commits them early, in the
+        middle of a long group (thread-safe against :meth:`submit`). The store then either
+        commits them and hands them to :meth:`finish_soon`, or gives them back with
+        :meth:`give_back_first`."""
+        lane = self._lanes[FIRST]
+        taken: list[WriteJob] = []
+        while lane:
+            taken.append(lane.popleft())
+        return taken
+
+    def give_back_first(self, jobs: list[WriteJob]) -> None:
+        """Put jobs from :meth:`take_first` back at the head of their lane, in order."""
+        self._lanes[FIRST].extendleft(reversed(jobs))
+
+    def finish_soon(self, jobs: list[WriteJob]) -> None:
+        """From the store's writer thread: ``jobs`` from :meth:`take_first` are committed;
+        the trio thread wakes their callers at its next chance, without waiting for the rest
+        of the group being written."""
+        assert self._token is not None, "finish_soon outside a running writer"
+        self._token.run_sync_soon(self._finish, jobs, 0)
 
     def _take_group(self, lanes: tuple[int, ...]) -> list[WriteJob]:
         """From ``lanes``: the first lane alone if it has jobs; else the urgent lane, then

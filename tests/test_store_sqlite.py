@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -364,15 +365,14 @@ async def test_an_otp_accept_joins_the_transaction_already_running(
 
     writing = threading.Event()
     proceed = threading.Event()
-    write_jobs = sqlite_module._write_jobs
+    apply_transitions = sqlite_module._apply_transitions
 
-    def held_write_jobs(conn: Any, jobs: list[Any], results: dict[int, Any]) -> None:
-        if any(job.kind == "record" for job in jobs):  # the group under way: hold it open
-            writing.set()
-            assert proceed.wait(10)
-        write_jobs(conn, jobs, results)
+    def held_apply(conn: Any, transitions: Any, *, again: bool = False) -> None:
+        writing.set()  # the group under way: hold it open
+        assert proceed.wait(10)
+        apply_transitions(conn, transitions, again=again)
 
-    monkeypatch.setattr(sqlite_module, "_write_jobs", held_write_jobs)
+    monkeypatch.setattr(sqlite_module, "_apply_transitions", held_apply)
     tenant = "t-join"
     bulk = _message(tenant)
     await store.accept([bulk])
@@ -396,3 +396,157 @@ async def test_an_otp_accept_joins_the_transaction_already_running(
     assert view is not None and view.message.klass is MessageClass.OTP
     view = await store.get_message(tenant, bulk.id)
     assert view is not None and view.message.status is Status.QUEUED
+
+
+class _HeldGroup:
+    """Holds the writer thread in its first ``_apply_transitions`` until :meth:`release`, so a
+    test can queue more work while a group of transitions is being written. ``fail_when``
+    (given the transitions of a call) makes that call raise once, as a full disk would."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+        import threading
+
+        import queues.sqlite as sqlite_module
+
+        self.writing = threading.Event()
+        self._proceed = threading.Event()
+        self.calls = 0
+        self.committed_seen: list[int] = []  # OTP rows another connection saw, per later call
+        self.otp_id = ""
+        self.fail_when: Any = None
+        self._path = path
+        self._apply = sqlite_module._apply_transitions
+        monkeypatch.setattr(sqlite_module, "_apply_transitions", self._held)
+
+    def _held(self, conn: Any, transitions: Any, *, again: bool = False) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            self.writing.set()
+            assert self._proceed.wait(10)
+        elif self.otp_id:
+            with sqlite3.connect(self._path) as other:  # what is committed, by now
+                row = other.execute(
+                    "SELECT count(*) FROM messages WHERE id = ?", (self.otp_id,)
+                ).fetchone()
+                self.committed_seen.append(row[0])
+        if self.fail_when is not None and self.fail_when(transitions):
+            self.fail_when = None
+            raise sqlite3.OperationalError("database or disk is full")
+        self._apply(conn, transitions, again=again)
+
+    async def started(self) -> None:
+        await trio.to_thread.run_sync(self.writing.wait, 10)
+
+    def release(self) -> None:
+        self._proceed.set()
+
+
+async def _accepted(store: SQLiteStore, tenant: str, count: int) -> list[Any]:
+    from tests.store_contract import _message
+
+    messages = [_message(tenant) for _ in range(count)]
+    await store.accept(messages)
+    return messages
+
+
+async def _history_counts(store: SQLiteStore, tenant: str, ids: list[str]) -> set[int]:
+    """How many QUEUED rows each message's history holds (a set: {1} when all have one)."""
+    counts = set()
+    for message_id in ids:
+        view = await store.get_message(tenant, message_id)
+        assert view is not None and view.message.status is Status.QUEUED
+        counts.add(sum(1 for e in view.history if e.status is Status.QUEUED))
+    return counts
+
+
+async def test_an_otp_accept_commits_early_in_the_middle_of_a_long_group_of_transitions(
+    store: SQLiteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a flood a group holds hundreds of transitions: an OTP accept that comes while
+    it is written is committed after the slice under way, not after the whole group."""
+    from tests.store_contract import _message
+
+    held = _HeldGroup(monkeypatch, tmp_path / "ulak.db")
+    tenant = "t-early"
+    queued = await _accepted(store, tenant, 300)
+    otp = _message(tenant, klass=MessageClass.OTP)
+    held.otp_id = otp.id
+    before = store.commits
+    outcomes: list[AcceptOutcome] = []
+
+    async def accept_otp() -> None:
+        (result,) = await store.accept([otp])
+        outcomes.append(result.outcome)
+
+    with trio.fail_after(30):  # a job left unfinished would hang its caller
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.record, [Transition(m.id, Status.QUEUED, 1.0) for m in queued])
+            await held.started()
+            nursery.start_soon(accept_otp)
+            await trio.testing.wait_all_tasks_blocked()  # the OTP job waits in its lane
+            held.release()
+    assert outcomes == [AcceptOutcome.CREATED]
+    assert store.early_commits == 1
+    assert store.commits == before + 2  # the first slice with the OTP, then the rest
+    # The rest of the group was still to be written when the OTP was committed.
+    assert held.committed_seen and held.committed_seen[0] == 1
+    assert await _history_counts(store, tenant, [m.id for m in queued]) == {1}
+
+
+async def test_a_first_lane_job_that_fails_in_an_early_commit_fails_alone_at_the_groups_end(
+    store: SQLiteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = _HeldGroup(monkeypatch, tmp_path / "ulak.db")
+    tenant = "t-early-dup"
+    queued = await _accepted(store, tenant, 300)
+    duplicate = queued[0]  # its id is taken: the accept fails
+    errors: list[BaseException] = []
+
+    async def accept_again() -> None:
+        try:
+            await store.accept([replace(duplicate, klass=MessageClass.OTP)])
+        except StoreError as exc:
+            errors.append(exc)
+
+    with trio.fail_after(30):  # a job left unfinished would hang its caller
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.record, [Transition(m.id, Status.QUEUED, 1.0) for m in queued])
+            await held.started()
+            nursery.start_soon(accept_again)
+            await trio.testing.wait_all_tasks_blocked()
+            held.release()
+    assert len(errors) == 1
+    assert store.early_commits == 0
+    assert await _history_counts(store, tenant, [m.id for m in queued]) == {1}
+
+
+async def test_a_group_that_fails_after_an_early_commit_is_written_again_as_a_retry(
+    store: SQLiteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first slice of the group was committed with the OTP; then the group fails. Its
+    jobs are written again one by one as retries: the committed slice's history rows are
+    not added twice."""
+    from tests.store_contract import _message
+
+    held = _HeldGroup(monkeypatch, tmp_path / "ulak.db")
+    tenant = "t-early-fail"
+    first = await _accepted(store, tenant, 300)
+    second = await _accepted(store, tenant, 10)
+    second_ids = {m.id for m in second}
+    held.fail_when = lambda ts: any(t.message_id in second_ids for t in ts)
+    otp = _message(tenant, klass=MessageClass.OTP)
+
+    with trio.fail_after(30):  # a job left unfinished would hang its caller
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.record, [Transition(m.id, Status.QUEUED, 1.0) for m in first])
+            await held.started()
+            nursery.start_soon(store.accept, [otp])
+            # Joined at the end of the group, and failing there.
+            nursery.start_soon(store.record, [Transition(m.id, Status.QUEUED, 2.0) for m in second])
+            await trio.testing.wait_all_tasks_blocked()
+            held.release()
+    assert store.early_commits == 1
+    assert held.fail_when is None  # the failure happened
+    assert await _history_counts(store, tenant, [m.id for m in first + second]) == {1}
+    view = await store.get_message(tenant, otp.id)
+    assert view is not None and view.message.status is Status.ACCEPTED
