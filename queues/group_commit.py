@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -153,12 +155,17 @@ class GroupCommit:
         self._stopped = trio.Event()
         self._token: trio.lowlevel.TrioToken | None = None
         self.closing = False
+        #: ``time.monotonic()`` of the last first-lane job submitted (read by a store that
+        #: looks for them more often while they come: see ``SQLiteStore._write_records``).
+        self.first_at = -math.inf
 
     async def submit(self, job: WriteJob) -> WriteJob:
         """Queue ``job`` and return it once committed (or raise its error)."""
         if self.closing:
             raise StoreClosedError("the store is closed")
         lane = self._lane(job)
+        if lane == FIRST:
+            self.first_at = time.monotonic()
         self._lanes[lane].append(job)
         self._pending_size += job.size
         self._wakes[self._wake_of[lane]].set()

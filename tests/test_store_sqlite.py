@@ -411,6 +411,7 @@ class _HeldGroup:
         self.writing = threading.Event()
         self._proceed = threading.Event()
         self.calls = 0
+        self.sizes: list[int] = []  # transitions per call
         self.committed_seen: list[int] = []  # OTP rows another connection saw, per later call
         self.otp_id = ""
         self.fail_when: Any = None
@@ -420,6 +421,7 @@ class _HeldGroup:
 
     def _held(self, conn: Any, transitions: Any, *, again: bool = False) -> None:
         self.calls += 1
+        self.sizes.append(len(transitions))
         if self.calls == 1:
             self.writing.set()
             assert self._proceed.wait(10)
@@ -488,6 +490,7 @@ async def test_an_otp_accept_commits_early_in_the_middle_of_a_long_group_of_tran
     assert outcomes == [AcceptOutcome.CREATED]
     assert store.early_commits == 1
     assert store.commits == before + 2  # the first slice with the OTP, then the rest
+    assert held.sizes == [256, 44]  # no OTP before: whole statements
     # The rest of the group was still to be written when the OTP was committed.
     assert held.committed_seen and held.committed_seen[0] == 1
     assert await _history_counts(store, tenant, [m.id for m in queued]) == {1}
@@ -550,3 +553,23 @@ async def test_a_group_that_fails_after_an_early_commit_is_written_again_as_a_re
     assert await _history_counts(store, tenant, [m.id for m in first + second]) == {1}
     view = await store.get_message(tenant, otp.id)
     assert view is not None and view.message.status is Status.ACCEPTED
+
+
+async def test_while_otps_come_a_group_of_transitions_is_written_in_small_slices(
+    store: SQLiteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an OTP accept the writer looks for the next one every 64 transitions (so it
+    waits less for the group under way); with none lately, every 256 (fewer statements)."""
+    import queues.sqlite as sqlite_module
+    from tests.store_contract import _message
+
+    monkeypatch.setattr(sqlite_module, "_FIRST_RECENT_S", 3600.0)  # however slow this machine
+    tenant = "t-slices"
+    queued = await _accepted(store, tenant, 300)
+    await store.accept([_message(tenant, klass=MessageClass.OTP)])
+    held = _HeldGroup(monkeypatch, tmp_path / "ulak.db")
+    held.release()  # nothing to hold up: only the sizes are looked at
+    await store.record([Transition(m.id, Status.QUEUED, 1.0) for m in queued])
+    assert held.sizes == [64, 64, 64, 64, 44]
+    assert store.early_commits == 0  # no OTP came meanwhile: one transaction
+    assert await _history_counts(store, tenant, [m.id for m in queued]) == {1}
