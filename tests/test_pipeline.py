@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import trio
 import trio.testing
@@ -502,16 +502,20 @@ async def test_a_deliver_sm_the_store_cannot_take_is_answered_for_a_retry(tmp_pa
     assert pipeline.counts["deliver_store_errors"] == 2
 
 
-class _RecordFailsUntilDelivered(StoreWrapper):
-    """The real store, whose ``record`` fails each batch holding a submission until a batch
-    holding a delivery has been stored: the database came back between the two batches, so
-    the later one (the receipt) is stored before the retried earlier one (the submission)."""
+class _RecordRefusing(StoreWrapper):
+    """The real store, whose ``record`` fails the batches :meth:`refuses` picks with a
+    connection error (the database is gone), counted in ``failures``."""
 
     def __init__(self, store: Store) -> None:
         super().__init__(store)
         self.failures = 0
         self.stored_again = 0
-        self.delivered_stored = False
+
+    def refuses(self, transitions: Sequence[Transition]) -> bool:
+        raise NotImplementedError
+
+    def stored(self, transitions: Sequence[Transition]) -> None:
+        """Called once a batch is stored."""
 
     async def record(
         self,
@@ -520,26 +524,52 @@ class _RecordFailsUntilDelivered(StoreWrapper):
         *,
         again: bool = False,
     ) -> None:
-        statuses = {t.status for t in transitions}
-        if Status.SUBMITTED in statuses and not self.delivered_stored:
-            assert Status.DELIVERED not in statuses  # receipts come 0.3 s after the response
+        if self.refuses(transitions):
             self.failures += 1
             await trio.lowlevel.checkpoint()
             raise StoreError("could not connect to server: Connection refused")
         self.stored_again += again
         await self._store.record(transitions, on_committed=on_committed, again=again)
-        self.delivered_stored |= Status.DELIVERED in statuses
+        self.stored(transitions)
+
+
+W = TypeVar("W", bound=StoreWrapper)
+
+
+def _wrapping(kind: Callable[[Store], W]) -> tuple[list[W], Callable[[Store], Store]]:
+    """A ``wrap_store`` for :func:`running` that wraps the store in ``kind``, and the list
+    that will hold the wrapper."""
+    made: list[W] = []
+
+    def wrap(store: Store) -> Store:
+        made.append(kind(store))
+        return cast(Store, made[0])
+
+    return made, wrap
+
+
+class _RecordFailsUntilDelivered(_RecordRefusing):
+    """Fails each batch holding a submission until a batch holding a delivery has been
+    stored: the database came back between the two batches, so the later one (the receipt)
+    is stored before the retried earlier one (the submission)."""
+
+    delivered_stored = False
+
+    def refuses(self, transitions: Sequence[Transition]) -> bool:
+        statuses = {t.status for t in transitions}
+        if Status.SUBMITTED in statuses and not self.delivered_stored:
+            assert Status.DELIVERED not in statuses  # receipts come 0.3 s after the response
+            return True
+        return False
+
+    def stored(self, transitions: Sequence[Transition]) -> None:
+        self.delivered_stored |= any(t.status is Status.DELIVERED for t in transitions)
 
 
 async def test_status_changes_the_store_refuses_are_kept_and_stored_when_it_is_back(
     tmp_path: Path,
 ) -> None:
-    failing: list[_RecordFailsUntilDelivered] = []
-
-    def wrap(store: Store) -> Store:
-        failing.append(_RecordFailsUntilDelivered(store))
-        return cast(Store, failing[0])
-
+    failing, wrap = _wrapping(_RecordFailsUntilDelivered)
     async with running(tmp_path, sim={"receipt_delay_s": 0.3}, wrap_store=wrap) as r:
         message_id = await r.send("Siparişiniz kargoya verildi.")
         view = await r.wait_status(message_id, lambda s: s.is_final)
@@ -558,24 +588,13 @@ async def test_status_changes_the_store_refuses_are_kept_and_stored_when_it_is_b
     assert [e.status for e in view.history if e.part == 0] == [Status.SUBMITTED, Status.DELIVERED]
 
 
-class _RecordFailsWhileDown(StoreWrapper):
-    """The real store, whose ``record`` fails while ``down`` is set (the database is gone)."""
+class _RecordFailsWhileDown(_RecordRefusing):
+    """Fails every batch while ``down`` is set."""
 
-    def __init__(self, store: Store) -> None:
-        super().__init__(store)
-        self.down = False
+    down = False
 
-    async def record(
-        self,
-        transitions: Sequence[Transition],
-        on_committed: Callable[[], None] | None = None,
-        *,
-        again: bool = False,
-    ) -> None:
-        if self.down:
-            await trio.lowlevel.checkpoint()
-            raise StoreError("could not connect to server: Connection refused")
-        await self._store.record(transitions, on_committed=on_committed, again=again)
+    def refuses(self, transitions: Sequence[Transition]) -> bool:
+        return self.down
 
 
 async def test_a_store_outage_longer_than_the_smscs_patience_keeps_the_bind_up(
@@ -584,12 +603,7 @@ async def test_a_store_outage_longer_than_the_smscs_patience_keeps_the_bind_up(
     """Receipts pile up unanswered while the store is down. The bind must still answer the
     SMSC's enquire_link (a silent bind is dropped, with the submissions in its window): after
     deliver_stall_s the reader reads on and defers new deliver_sm with ESME_RX_T_APPN."""
-    wrapped: list[_RecordFailsWhileDown] = []
-
-    def wrap(store: Store) -> Store:
-        wrapped.append(_RecordFailsWhileDown(store))
-        return cast(Store, wrapped[0])
-
+    wrapped, wrap = _wrapping(_RecordFailsWhileDown)
     sim = {"receipt_delay_s": 0.05, "enquire_link_interval_s": 0.3, "response_timeout_s": 1.0}
     route = {"deliver_queue_limit": 2, "deliver_stall_s": 0.3}
     async with running(tmp_path, sim=sim, wrap_store=wrap, route=route) as r:
