@@ -18,10 +18,9 @@ Jobs wait in three lanes (:func:`lane_of` by default):
   called from the writer's thread): then they wait for that one commit and no other. It may
   even commit early: in the middle of a long group of transitions, commit what is written
   with them (:meth:`GroupCommit.take_first`, :meth:`GroupCommit.finish_soon`) and go on in a
-  new transaction. A store
-  whose database runs transactions side by side (PostgreSQL) does better still with
-  ``first_apart``: a writer of their own commits them beside the group being written, so they
-  wait for no other transaction at all.
+  new transaction. A store whose database runs transactions side by side (PostgreSQL) does
+  better still with ``first_apart``: a writer of their own commits them beside the group
+  being written, so they wait for no other transaction at all.
 - ``URGENT``: status transitions (a bind's window slot or an SMSC's receipt waits for them),
   and the early receipts held for a later match.
   A store that joins first-lane jobs into the running transaction joins these too, except
