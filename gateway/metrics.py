@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -300,22 +300,36 @@ class _BindGauges:
     in_flight: int
 
 
+# The bind counters exposed as Prometheus counters: (BindCounters field, name, help).
+_BIND_COUNTERS: Final = (
+    ("throttled", "ulak_throttled_total", "ESME_RTHROTTLED / ESME_RMSGQFUL answers from the SMSC."),
+    ("reconnects", "ulak_reconnects_total", "Reconnections of the bind."),
+    (
+        "delivers_deferred",
+        "ulak_delivers_deferred_total",
+        "deliver_sm answered ESME_RX_T_APPN without being taken, the store stuck for"
+        " deliver_stall_s (the SMSC delivers them again).",
+    ),
+)
+
+
 class _BindCollector(Collector):
     """Exposes the last bind snapshot: gauges for the binds in it, counters for every bind
     ever seen."""
 
     def __init__(self) -> None:
         self._gauges: dict[tuple[str, str], _BindGauges] = {}
-        self._throttled: dict[tuple[str, str], _MonotonicCount] = {}
-        self._reconnects: dict[tuple[str, str], _MonotonicCount] = {}
+        self._counts: dict[str, dict[tuple[str, str], _MonotonicCount]] = {
+            field: {} for field, _, _ in _BIND_COUNTERS
+        }
 
     def update(self, stats: SupervisorStats) -> None:
         gauges: dict[tuple[str, str], _BindGauges] = {}
         for bind in stats.binds:
             key = (bind.route, bind.name)
             gauges[key] = _BindGauges(up=bind.up, in_flight=bind.in_flight)
-            self._throttled.setdefault(key, _MonotonicCount()).observe(bind.counters.throttled)
-            self._reconnects.setdefault(key, _MonotonicCount()).observe(bind.counters.reconnects)
+            for field, counts in self._counts.items():
+                counts.setdefault(key, _MonotonicCount()).observe(getattr(bind.counters, field))
         self._gauges = gauges
 
     def describe(self) -> Iterable[Metric]:
@@ -334,19 +348,13 @@ class _BindCollector(Collector):
         for (route, bind), g in self._gauges.items():
             up.add_metric([route, bind], 1.0 if g.up else 0.0)
             in_flight.add_metric([route, bind], float(g.in_flight))
-        throttled = CounterMetricFamily(
-            "ulak_throttled_total",
-            "ESME_RTHROTTLED / ESME_RMSGQFUL answers from the SMSC.",
-            labels=labels,
-        )
-        for (route, bind), count in self._throttled.items():
-            throttled.add_metric([route, bind], float(count.value))
-        reconnects = CounterMetricFamily(
-            "ulak_reconnects_total", "Reconnections of the bind.", labels=labels
-        )
-        for (route, bind), count in self._reconnects.items():
-            reconnects.add_metric([route, bind], float(count.value))
-        return [up, in_flight, throttled, reconnects]
+        families: list[Metric] = [up, in_flight]
+        for field, name, help_text in _BIND_COUNTERS:
+            family = CounterMetricFamily(name, help_text, labels=labels)
+            for (route, bind), count in self._counts[field].items():
+                family.add_metric([route, bind], float(count.value))
+            families.append(family)
+        return families
 
 
 def _follow(counter: Counter, seen: dict[str, int], totals: Mapping[str, int]) -> None:

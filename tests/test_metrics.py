@@ -209,7 +209,7 @@ def test_bind_metrics_from_snapshots() -> None:
     metrics.update_binds(
         snapshot(
             bind_status("op-a", "op-a#1", in_flight=12, throttled=3, reconnects=1),
-            bind_status("op-a", "op-a#2", up=False, reconnects=4),
+            bind_status("op-a", "op-a#2", up=False, reconnects=4, delivers_deferred=7),
         )
     )
     assert sample(metrics, "ulak_bind_up", **a1) == 1.0
@@ -217,11 +217,13 @@ def test_bind_metrics_from_snapshots() -> None:
     assert sample(metrics, "ulak_window_in_flight", **a1) == 12.0
     assert sample(metrics, "ulak_throttled_total", **a1) == 3.0
     assert sample(metrics, "ulak_reconnects_total", **a2) == 4.0
+    assert sample(metrics, "ulak_delivers_deferred_total", **a2) == 7.0
+    assert sample(metrics, "ulak_delivers_deferred_total", **a1) == 0.0
 
     metrics.update_binds(
         snapshot(
             bind_status("op-a", "op-a#1", in_flight=2, throttled=8, reconnects=1),
-            bind_status("op-a", "op-a#2", reconnects=5),
+            bind_status("op-a", "op-a#2", reconnects=5, delivers_deferred=9),
         )
     )
     assert sample(metrics, "ulak_bind_up", **a2) == 1.0
@@ -229,6 +231,7 @@ def test_bind_metrics_from_snapshots() -> None:
     assert sample(metrics, "ulak_throttled_total", **a1) == 8.0
     assert parsed_sample(metrics, "ulak_throttled_total", **a1) == 8.0
     assert sample(metrics, "ulak_reconnects_total", **a2) == 5.0
+    assert parsed_sample(metrics, "ulak_delivers_deferred_total", **a2) == 9.0
 
 
 def test_bind_counter_reset_and_departure_keep_counters_monotonic() -> None:
