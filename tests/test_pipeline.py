@@ -604,7 +604,7 @@ async def test_a_store_outage_longer_than_the_smscs_patience_keeps_the_bind_up(
     SMSC's enquire_link (a silent bind is dropped, with the submissions in its window): after
     deliver_stall_s the reader reads on and defers new deliver_sm with ESME_RX_T_APPN."""
     wrapped, wrap = _wrapping(_RecordFailsWhileDown)
-    sim = {"receipt_delay_s": 0.05, "enquire_link_interval_s": 0.3, "response_timeout_s": 1.0}
+    sim = {"receipt_delay_s": 0.05, "enquire_link_interval_s": 0.3, "response_timeout_s": 1.5}
     route = {"deliver_queue_limit": 2, "deliver_stall_s": 0.3}
     async with running(tmp_path, sim=sim, wrap_store=wrap, route=route) as r:
         store = wrapped[0]
@@ -615,7 +615,7 @@ async def test_a_store_outage_longer_than_the_smscs_patience_keeps_the_bind_up(
             # those, and answered its enquire_link all along.
             while r.supervisor.stats().totals.delivers_deferred < 3:
                 await trio.sleep(0.05)
-        await trio.sleep(2.0)  # past the simulator's enquire_link timeout, twice over
+        await trio.sleep(2.5)  # past the simulator's patience (enquire_link + its timeout)
         store.down = False
         views = [await r.wait_status(m, lambda s: s.is_final) for m in sent]
         stats = r.supervisor.stats()
