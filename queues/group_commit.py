@@ -192,8 +192,7 @@ class GroupCommit:
         joined: list[WriteJob] = []
         lanes = self._lanes[:1] if self._lane(group[0]) == FIRST else self._lanes[:2]
         for lane in lanes:
-            while lane:  # nothing else takes from a lane while a group is being written
-                joined.append(lane.popleft())
+            joined.extend(_drained(lane))
         group.extend(joined)
         return joined
 
@@ -273,11 +272,7 @@ class GroupCommit:
         middle of a long group (thread-safe against :meth:`submit`). The store then either
         commits them and hands them to :meth:`finish_soon`, or gives them back with
         :meth:`give_back_first`."""
-        lane = self._lanes[FIRST]
-        taken: list[WriteJob] = []
-        while lane:
-            taken.append(lane.popleft())
-        return taken
+        return _drained(self._lanes[FIRST])
 
     def give_back_first(self, jobs: list[WriteJob]) -> None:
         """Put jobs from :meth:`take_first` back at the head of their lane, in order."""
@@ -312,6 +307,15 @@ class GroupCommit:
                 size += job.size
         self._pending_size -= size
         return group
+
+
+def _drained(lane: collections.deque[WriteJob]) -> list[WriteJob]:
+    """Every job of ``lane``, taken in order (from the store's writer thread: nothing else
+    takes from a lane while a group is being written, and ``append`` is atomic)."""
+    taken: list[WriteJob] = []
+    while lane:
+        taken.append(lane.popleft())
+    return taken
 
 
 def runs_of_kind(jobs: Sequence[WriteJob]) -> Iterator[tuple[JobKind, Sequence[WriteJob]]]:

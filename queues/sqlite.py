@@ -113,7 +113,6 @@ class SQLiteStore(GroupCommitWrites):
         self._restart_wal = False  # set by the checkpointer, acted on by the writer thread
         self.wal_restarts = 0
         self.early_commits = 0
-        self._split = False  # the group being written was partly committed (early commits)
         self._write_limiter = trio.CapacityLimiter(1)
         self._read_limiter = trio.CapacityLimiter(len(readers))
         # OTP accepts and the small writes go first, then transitions, then bulk accepts
@@ -190,11 +189,11 @@ class SQLiteStore(GroupCommitWrites):
     def _write_group(self, group: list[WriteJob]) -> None:
         """Apply a group in one transaction; if it fails, apply its jobs one by one so that
         one bad job (say, a duplicate message id) fails only its own caller."""
-        self._split = False
+        early_before = self.early_commits
         try:
             self._transaction(group, join=True)
         except Exception as exc:
-            if self._split:
+            if self.early_commits != early_before:
                 # Part of the group was committed: its transitions are written again with
                 # the care of a retry (no final status undone, no history row twice).
                 for job in group:
@@ -284,7 +283,6 @@ class SQLiteStore(GroupCommitWrites):
         except BaseException:
             commit.give_back_first(first)
             raise
-        self._split = True
         self.commits += 1
         self.early_commits += 1
         for job in first:
