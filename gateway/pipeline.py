@@ -81,7 +81,7 @@ _RECEIPT_STATUS = {
     MessageState.DELETED: Status.UNDELIVERABLE,
 }
 _ESME_ROK = 0
-_RECORDS_IN_FLIGHT = 2
+_RECORDS_IN_FLIGHT = 8
 _RECORD_RETRY_FIRST_S = 0.05  # a batch the store could not take is tried again after this,
 _RECORD_RETRY_MAX_S = 5.0  # doubling up to this
 _COMPOSE_SLICE = 64  # requests handled between two checkpoints of a batch accept
@@ -176,7 +176,11 @@ class Pipeline:
             for r in settings.routes
         }
         self._pending: list[Transition] = []
-        self._wake = trio.Event()
+        # Batches of transitions handed to the store and not committed yet (at most
+        # _RECORDS_IN_FLIGHT), and whether a task to hand over the next one is started.
+        self._records_in_flight = 0
+        self._record_started = False
+        self._nursery: trio.Nursery | None = None  # run()'s, once it runs
         self._generation = 0  # transitions appended now go out with this generation
         self._committed = -1  # every generation up to this one is committed
         self._done_generations: set[int] = set()
@@ -826,7 +830,8 @@ class Pipeline:
 
     def _transition(self, transition: Transition) -> None:
         self._pending.append(transition)
-        self._wake.set()
+        if not self._record_started:
+            self._start_record()
         if transition.part is None or transition.whole:  # the message's status changed
             metrics = self.metrics
             if metrics is not None:
@@ -849,7 +854,6 @@ class Pipeline:
     def _commit_ticket(self) -> int:
         """The record batch whose commit covers every transition appended so far: the current
         generation if any are pending, else the one being written (if any)."""
-        self._wake.set()
         return self._generation if self._pending else self._generation - 1
 
     async def wait_committed(self, ticket: int) -> None:
@@ -863,13 +867,18 @@ class Pipeline:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The recorder (transitions to the store, in groups) and the scheduler's timer."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.scheduler.run)
-            nursery.start_soon(self._expire_loop)
-            if self.settings.pipeline.reroute_after_s > 0:
-                nursery.start_soon(self._reroute_loop)
-            task_status.started()
-            await self._record_loop(nursery)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.scheduler.run)
+                nursery.start_soon(self._expire_loop)
+                if self.settings.pipeline.reroute_after_s > 0:
+                    nursery.start_soon(self._reroute_loop)
+                self._nursery = nursery  # the record tasks' (see _start_record)
+                self._start_record()  # for what was appended before
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
 
     async def _expire_loop(self) -> None:
         """Now and then, :meth:`expire_receipts`: often enough that a held receipt outlives
@@ -947,29 +956,30 @@ class Pipeline:
                 return entry.name
         return None
 
-    async def _record_loop(self, nursery: trio.Nursery) -> None:
-        """Hand the pending transitions to the store in batches, up to ``_RECORDS_IN_FLIGHT``
-        at once: the next batch waits in the store's queue while one commits, so the writer
-        never idles between two (and the parts they confirm free their room sooner)."""
-        room = trio.Semaphore(_RECORDS_IN_FLIGHT)
-        while True:
-            if not self._pending:
-                self._wake = trio.Event()
-                await self._wake.wait()
-                continue
-            await room.acquire()
-            if not self._pending:
-                room.release()
-                continue
-            batch, self._pending = self._pending, []
-            settled, self._submitted_routes = self._submitted_routes, []
-            generation = self._generation
-            self._generation += 1
-            nursery.start_soon(self._record, batch, settled, generation, room)
+    def _start_record(self) -> None:
+        """Start a task to hand the pending transitions to the store, if there is room for
+        another batch in flight (up to ``_RECORDS_IN_FLIGHT``; the next waits in the store's
+        queue while one commits, or joins it just before its commit). Called as transitions
+        are appended and as batches commit, so a transition reaches the store's queue one
+        scheduler round after it was made; every transition appended before the task runs
+        goes in its batch."""
+        if (
+            self._record_started
+            or not self._pending
+            or self._records_in_flight >= _RECORDS_IN_FLIGHT
+            or self._nursery is None
+        ):
+            return
+        self._record_started = True
+        self._records_in_flight += 1
+        self._nursery.start_soon(self._record)
 
-    async def _record(
-        self, batch: list[Transition], settled: list[str], generation: int, room: trio.Semaphore
-    ) -> None:
+    async def _record(self) -> None:
+        self._record_started = False
+        batch, self._pending = self._pending, []
+        settled, self._submitted_routes = self._submitted_routes, []
+        generation = self._generation
+        self._generation += 1
         released = False
 
         def committed() -> None:
@@ -978,7 +988,7 @@ class Pipeline:
             # than if this task had to wake first (rounds are milliseconds under load).
             nonlocal released
             released = True
-            room.release()
+            self._records_in_flight -= 1
             for route in settled:
                 self._settle(route)
             # Batches may finish in any order: `_committed` only moves past contiguous ones.
@@ -988,6 +998,7 @@ class Pipeline:
                 self._done_generations.discard(self._committed)
             self._committed_event.set()
             self._committed_event = trio.Event()
+            self._start_record()
 
         try:
             started = time.perf_counter()
@@ -996,7 +1007,7 @@ class Pipeline:
                 self.metrics.store_commit(time.perf_counter() - started)
         finally:
             if not released:
-                room.release()
+                self._records_in_flight -= 1
 
     async def _record_until_stored(
         self, batch: list[Transition], committed: Callable[[], None]

@@ -588,6 +588,50 @@ async def test_status_changes_the_store_refuses_are_kept_and_stored_when_it_is_b
     assert [e.status for e in view.history if e.part == 0] == [Status.SUBMITTED, Status.DELIVERED]
 
 
+class _RecordsHeld(StoreWrapper):
+    """The real store, whose ``record`` notes each batch as it comes and holds it (the
+    commit takes long) until ``release`` is set."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.batches: list[list[Transition]] = []
+        self.release = trio.Event()
+
+    async def record(
+        self,
+        transitions: Sequence[Transition],
+        on_committed: Callable[[], None] | None = None,
+        *,
+        again: bool = False,
+    ) -> None:
+        self.batches.append(list(transitions))
+        await self.release.wait()
+        await self._store.record(transitions, on_committed=on_committed, again=again)
+
+
+async def test_status_changes_reach_the_store_a_round_after_they_happen_while_others_commit(
+    tmp_path: Path,
+) -> None:
+    """A submission goes to the store the scheduler round after its response, even while
+    the batches before it are still committing: its window slot waits for the commit, so
+    every round it waited in memory first would be a round of the slot's time lost."""
+    held, wrap = _wrapping(_RecordsHeld)
+    async with running(tmp_path, binds=False, wrap_store=wrap) as r:
+        ids = [await r.send(f"Sipariş {n} kargoda.") for n in range(4)]
+        ops = [r.pipeline.get_nowait("sim") for _ in ids]
+        for n, op in enumerate(ops):
+            assert op is not None
+            r.pipeline.on_submitted(op, f"5e{n}", "t", trio.current_time())
+            await trio.lowlevel.checkpoint()  # the round the record task starts in
+            await trio.lowlevel.checkpoint()
+            assert [len(batch) for batch in held[0].batches] == [1] * (n + 1)
+        held[0].release.set()
+        await r.pipeline.flush()
+        for message_id in ids:
+            view = await r.store.get_message(r.tenant.name, message_id)
+            assert view is not None and view.message.status is Status.SUBMITTED
+
+
 class _RecordFailsWhileDown(_RecordRefusing):
     """Fails every batch while ``down`` is set."""
 
