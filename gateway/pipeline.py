@@ -830,8 +830,7 @@ class Pipeline:
 
     def _transition(self, transition: Transition) -> None:
         self._pending.append(transition)
-        if not self._record_started:
-            self._start_record()
+        self._start_record()
         if transition.part is None or transition.whole:  # the message's status changed
             metrics = self.metrics
             if metrics is not None:

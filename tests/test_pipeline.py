@@ -864,18 +864,15 @@ async def test_parts_queued_on_a_route_that_went_down_move_to_its_backup(tmp_pat
         assert [p.route for p in parts] == ["b", "b"]
 
 
-class _PausedStore:
+class _PausedStore(StoreWrapper):
     """The real store, with ``unfinished()`` pausing after its first page (of the size the
     pipeline asks for) until ``go`` is set: the test can then accept a message while a restore
     is under way."""
 
     def __init__(self, store: Store) -> None:
-        self._store = store
+        super().__init__(store)
         self.paused = trio.Event()
         self.go = trio.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
     async def unfinished(self, batch: int = 10_000) -> AsyncIterator[list[Any]]:
         async for page in self._store.unfinished(batch):
