@@ -27,7 +27,7 @@ from smpplib import smpp
 from protocols.pdu import DeliverSm, Pdu, SubmitSm, decode, encode
 from protocols.tlv import Tlvs
 
-__all__ = ["run"]
+__all__ = ["run", "smpplib_encode_rate"]
 
 _ROUNDS = 15
 _OTP = b"Your code is 123456. Do not share it."
@@ -135,7 +135,7 @@ def _cases() -> dict[str, Callable[[], object]]:
 
     return {
         "submit_sm_encode_ours": lambda: encode(_ours_submit(), 7),
-        "submit_sm_encode_smpplib": lambda: _smpplib_submit().generate(),
+        "submit_sm_encode_smpplib": _smpplib_encode,
         "submit_sm_decode_ours": lambda: decode(sub_raw),
         "submit_sm_decode_smpplib": parse(sub_raw),
         "submit_sm_serialize_ours": lambda: encode(sub_ours, 7),
@@ -155,6 +155,18 @@ def _batch(call: Callable[[], object], n: int) -> float:
     for _ in range(n):
         call()
     return (time.perf_counter() - start) / n
+
+
+def smpplib_encode_rate(seconds: float = 0.3) -> float:
+    """smpplib's submit_sm encode rate (build and serialize, PDUs/s) in this process now, the
+    best of ``_ROUNDS`` short rounds over about ``seconds``: a yardstick of this machine's
+    speed at the moment (see :mod:`benchmarks.yardstick`)."""
+    size = max(10, int(seconds / _ROUNDS / _batch(_smpplib_encode, 20)))
+    return 1.0 / min(_batch(_smpplib_encode, size) for _ in range(_ROUNDS))
+
+
+def _smpplib_encode() -> object:
+    return _smpplib_submit().generate()
 
 
 _PDUS = ("submit_sm", "deliver_sm")

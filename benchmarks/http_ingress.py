@@ -35,6 +35,7 @@ import trio
 
 from benchmarks._daemonproc import API_KEY, daemon_config, start_daemon, stop_daemon
 from benchmarks._simproc import cpu_seconds, start_simulator, stop_simulator
+from benchmarks.yardstick import Yardstick, describe
 
 __all__ = ["run"]
 
@@ -185,6 +186,7 @@ def run(
 ) -> dict[str, Any]:
     """Run both measurements and print them (and one JSON line with ``as_json``)."""
     single = max(100, min(messages // 5, 5000))
+    yardstick = Yardstick()
     with _services(binds) as (simulator, daemon, url):
         counters = _SimulatorCounters(simulator)
         cpu_before = (cpu_seconds(daemon.pid), cpu_seconds(simulator.pid), time.process_time())
@@ -194,6 +196,7 @@ def run(
         result["cpu_simulator_s"] = cpu_seconds(simulator.pid) - cpu_before[1]
         result["cpu_clients_s"] = time.process_time() - cpu_before[2]
     result = {k: round(v, 1) if isinstance(v, float) else v for k, v in result.items()}
+    result |= yardstick.figures(result["msgs_per_s"])
     result |= {
         "mode": f"subprocess daemon, SQLite (durable), receipts on, {binds} binds, rtt 1 ms",
         "binds": binds,
@@ -212,6 +215,7 @@ def run(
         f"(accept alone {result['batch_accept_per_s']:,.0f}/s), "
         f"batch request p50 {result['batch_http_p50_ms']} ms, p99 {result['batch_http_p99_ms']} ms"
     )
+    print(describe(result, label_width=10).strip())
     print(
         f"CPU seconds: daemon {result['cpu_daemon_s']}, simulator {result['cpu_simulator_s']}, "
         f"clients {result['cpu_clients_s']}"

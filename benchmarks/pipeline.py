@@ -44,6 +44,7 @@ from typing import Any
 import trio
 
 from benchmarks._simproc import cpu_seconds, start_simulator, stop_simulator
+from benchmarks.yardstick import Yardstick, describe
 from gateway.binds import BindSupervisor
 from gateway.bindstate import RouteSettings
 from gateway.compose import MessageRequest
@@ -355,6 +356,7 @@ def run(
     """Run the three measurements; print them; return the figures."""
     from benchmarks.queue_memory import measure
 
+    yardstick = Yardstick()
     with tempfile.TemporaryDirectory(prefix="ulak-bench-") as folder:
         sim_log = Path(folder) / "simulator.jsonl"
         sim_args = ["--account", "bench:bench", "--max-binds", str(binds)]
@@ -369,6 +371,7 @@ def run(
             result["cpu_simulator_s"] = cpu_seconds(proc.pid) - sim0
         finally:
             stop_simulator(proc)  # it flushes its log as it stops
+        result |= yardstick.figures(result["msgs_per_s"])
         on_wire = _otp_on_wire(sim_log)
     missing = sorted(set(otp_began) - set(on_wire))
     if missing:
@@ -387,6 +390,7 @@ def run(
         f"  throughput      {result['msgs_per_s']:>10,.0f} msg/s accepted and submitted"
         f" ({result['messages']:,.0f} messages; accept alone {result['accept_msgs_per_s']:,.0f}/s)"
     )
+    print(describe(result))
     print(
         f"  sending         {result['submit_while_accepting_per_s']:>10,.0f} msg/s while the"
         f" batches were being accepted, {result['submit_after_accepting_per_s']:,.0f} msg/s after"

@@ -28,6 +28,7 @@ import trio_asyncio
 
 from benchmarks._simproc import cpu_seconds, start_simulator, stop_simulator
 from benchmarks.pipeline import bench_settings
+from benchmarks.yardstick import Yardstick, describe
 from gateway.binds import BindSupervisor
 from gateway.bindstate import RouteSettings
 from gateway.config import Settings
@@ -174,6 +175,7 @@ def run(
     """
     url = url or os.environ.get("ULAK_REDIS_URL", "redis://127.0.0.1:6379/0")
     sim_args = ["--account", "bench:bench", "--max-binds", str(binds), "--rtt-ms", str(rtt_ms)]
+    yardstick = Yardstick()
     proc, port = start_simulator(sim_args)
     try:
         with tempfile.TemporaryDirectory(prefix="ulak-bench-") as folder:
@@ -184,6 +186,7 @@ def run(
             result["cpu_simulator_s"] = cpu_seconds(proc.pid) - sim0
     finally:
         stop_simulator(proc)
+    result |= yardstick.figures(result["msgs_per_s"])
     result.update(
         mode="redis", rtt_ms=rtt_ms, binds=binds, window=window, batch=batch, entry_keys=entry_keys
     )
@@ -196,6 +199,7 @@ def run(
         f"  throughput  {result['msgs_per_s']:>10,.0f} msg/s read, accepted, acked and submitted"
         f" ({result['messages']:,.0f} messages)"
     )
+    print(describe(result, label_width=12))
     print(f"  accept      {result['accept_msgs_per_s']:>10,.0f} msg/s read, accepted and acked")
     print(f"  producer    {result['xadd_msgs_per_s']:>10,.0f} msg/s XADD, pipelined by 1000")
     print(

@@ -38,3 +38,8 @@ def test_the_pipeline_benchmark_reports_every_figure() -> None:
         + result["submit_after_accepting_per_s"] * after_s
     )
     assert math.isclose(sent, result["messages"], rel_tol=1e-6)
+    # The same-run yardstick: this machine's speed now, and the run's throughput against it.
+    speed = result["yardstick_smpplib_encodes_per_s"]
+    assert speed > 0 and result["yardstick_before_after"] > 0
+    assert math.isclose(result["ratio_to_yardstick"], result["msgs_per_s"] / speed, rel_tol=1e-3)
+    assert math.isclose(result["target_ratio_to_yardstick"], 10_000 / speed, rel_tol=1e-3)
