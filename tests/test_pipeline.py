@@ -517,6 +517,9 @@ class _RecordRefusing(StoreWrapper):
     def stored(self, transitions: Sequence[Transition]) -> None:
         """Called once a batch is stored."""
 
+    async def arrived(self, transitions: Sequence[Transition]) -> None:
+        """Awaited as a batch comes, before anything else (by default, no checkpoint)."""
+
     async def record(
         self,
         transitions: Sequence[Transition],
@@ -524,6 +527,7 @@ class _RecordRefusing(StoreWrapper):
         *,
         again: bool = False,
     ) -> None:
+        await self.arrived(transitions)
         if self.refuses(transitions):
             self.failures += 1
             await trio.lowlevel.checkpoint()
@@ -588,25 +592,21 @@ async def test_status_changes_the_store_refuses_are_kept_and_stored_when_it_is_b
     assert [e.status for e in view.history if e.part == 0] == [Status.SUBMITTED, Status.DELIVERED]
 
 
-class _RecordsHeld(StoreWrapper):
-    """The real store, whose ``record`` notes each batch as it comes and holds it (the
-    commit takes long) until ``release`` is set."""
+class _RecordsHeld(_RecordRefusing):
+    """Notes each batch as it comes and holds it (the commit takes long) until ``release``
+    is set; refuses none."""
 
     def __init__(self, store: Store) -> None:
         super().__init__(store)
         self.batches: list[list[Transition]] = []
         self.release = trio.Event()
 
-    async def record(
-        self,
-        transitions: Sequence[Transition],
-        on_committed: Callable[[], None] | None = None,
-        *,
-        again: bool = False,
-    ) -> None:
+    def refuses(self, transitions: Sequence[Transition]) -> bool:
+        return False
+
+    async def arrived(self, transitions: Sequence[Transition]) -> None:
         self.batches.append(list(transitions))
         await self.release.wait()
-        await self._store.record(transitions, on_committed=on_committed, again=again)
 
 
 async def test_status_changes_reach_the_store_a_round_after_they_happen_while_others_commit(
